@@ -1,0 +1,108 @@
+"""The events the request parser hands out.
+
+A request arrives as one ``Request`` (the head), zero or more ``Data``
+events (the body, already de-chunked) and one ``END_OF_MESSAGE``.  When
+the parser cannot say more without more bytes it returns ``NEED_DATA``;
+after ``END_OF_MESSAGE`` it returns ``PAUSED`` until the connection calls
+``start_next_request()``, so that pipelined requests are answered one at a
+time, in order.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+Headers = List[Tuple[bytes, bytes]]
+
+
+class Request:
+    """A parsed request head.  Everything in it has been validated."""
+
+    __slots__ = (
+        "method",           # bytes, e.g. b"GET" (case-sensitive token)
+        "target",           # bytes, the request-target as sent
+        "http_version",     # str: "1.0" or "1.1" (a higher 1.x is served as 1.1)
+        "headers",          # list of (lowercased name, value) bytes pairs, in order
+        "keep_alive",       # bool: what the client asked for (RFC 9112 §9.3)
+        "expect_continue",  # bool: "Expect: 100-continue" was sent
+        "content_length",   # int or None
+        "chunked",          # bool
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: str,
+        headers: Headers,
+        keep_alive: bool = True,
+        expect_continue: bool = False,
+        content_length: Optional[int] = None,
+        chunked: bool = False,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.content_length = content_length
+        self.chunked = chunked
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Request(%r, %r, %r, %r)" % (
+            self.method, self.target, self.http_version, self.headers)
+
+
+class Data:
+    """A piece of request body."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Data) and other.data == self.data
+
+    def __repr__(self) -> str:
+        return "Data(%r)" % (self.data,)
+
+
+class EndOfMessage:
+    """The body is complete.  ``trailers`` holds chunked trailer fields."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Optional[Headers] = None) -> None:
+        self.trailers = trailers or []
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EndOfMessage) and other.trailers == self.trailers
+
+    def __repr__(self) -> str:
+        return "EndOfMessage(%r)" % (self.trailers,) if self.trailers else "END_OF_MESSAGE"
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+END_OF_MESSAGE = EndOfMessage()
+NEED_DATA = _Sentinel("NEED_DATA")
+PAUSED = _Sentinel("PAUSED")

@@ -1,0 +1,295 @@
+"""Chapter 4: the ASGI 3 ``http`` cycle (ASGI spec 2.4).
+
+For each request the connection calls ``handler(conn, request)``, which
+builds the scope, makes an ``HTTPCycle`` and starts the app's coroutine in
+an ``AppTask`` -- the first step runs at once.  ``receive()`` and ``send()``
+are coroutines that return without suspending whenever they can: body
+bytes already buffered are handed over at once, and a response is written
+to the socket inside ``send()`` when the socket has room.  Only an empty
+read buffer or a full write buffer makes the app wait, on a future that the
+connection's notifications resolve.
+
+This module knows the ASGI message formats and nothing about sockets: all
+I/O goes through the connection's ``receive_body``/``respond``/``send_body``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+from .connection import Connection, Cycle
+from .errors import InvalidResponse
+from .http11.events import Data, Request
+from .task import AppTask
+
+log = logging.getLogger("selectserver.error")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+# Method tokens are decoded once, not per request.
+_METHODS = {m.encode(): m for m in
+            ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")}
+
+_BODY_BATCH_BYTES = 64 * 1024
+
+# Where the response stands, as far as the application is concerned.
+_START, _BODY, _DONE = "start", "body", "done"
+
+
+class ClientDisconnected(OSError):
+    """``send()`` after the client went away (ASGI spec 2.4: an OSError)."""
+
+
+class HTTPCycle(Cycle):
+    """One request/response exchange between an ASGI app and a connection."""
+
+    __slots__ = ("conn", "scope", "task", "phase", "disconnected", "status",
+                 "headers", "_body_done", "_receiving", "_sending")
+
+    def __init__(self, conn: Connection, scope: Dict[str, Any]) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.task: Optional[AppTask] = None
+        self.phase = _START
+        self.disconnected = False
+        self.status = 0
+        self.headers: Any = ()
+        self._body_done = False
+        # Futures the app may be waiting on, at most one each (two tasks of
+        # one app may wait at once, e.g. Starlette streams a response while
+        # it listens for http.disconnect): ``_receiving`` for body bytes or
+        # the end of the exchange, ``_sending`` for room in the write buffer.
+        self._receiving: Any = None
+        self._sending: Any = None
+
+    # -- receive ----------------------------------------------------------------
+
+    async def receive(self) -> Dict[str, Any]:
+        while True:
+            if self.disconnected or self.phase is _DONE:
+                return {"type": "http.disconnect"}
+            if not self._body_done:
+                message = self._take_body()
+                if message is not None:
+                    return message
+            # Nothing to hand over: wait for bytes, the response's end or
+            # the client leaving.
+            self._receiving = self.conn.loop.create_future()
+            try:
+                await self._receiving
+            finally:
+                self._receiving = None
+
+    def _take_body(self) -> Optional[Dict[str, Any]]:
+        conn = self.conn
+        event = conn.receive_body()
+        if event is None:
+            return None
+        pieces = []
+        size = 0
+        # Hand over everything already buffered in one message, so a small
+        # POST is one receive() with more_body False.
+        while event.__class__ is Data:
+            pieces.append(event.data)
+            size += len(event.data)
+            if size >= _BODY_BATCH_BYTES:
+                break
+            event = conn.receive_body()
+            if event is None:
+                break
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        more = event is None or event.__class__ is Data
+        if not more:
+            self._body_done = True
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    # -- send ------------------------------------------------------------------
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.phase is not _BODY:
+                raise RuntimeError(
+                    "http.response.body before http.response.start" if self.phase is _START
+                    else "http.response.body after the response completed")
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more:
+                self.phase = _DONE
+            conn = self.conn
+            if self.status:
+                status, self.status = self.status, 0
+                try:
+                    must_wait = conn.respond(status, self.headers, body, end=not more)
+                except InvalidResponse as exc:
+                    self.phase = _DONE
+                    log.error("invalid response from ASGI app for %s: %s", _describe(self.scope), exc)
+                    conn.respond_error(500)
+                    raise
+            else:
+                must_wait = conn.send_body(body, end=not more)
+            if not more:
+                self._wake_receiver()
+            elif must_wait and not self.disconnected:
+                self._sending = conn.loop.create_future()
+                try:
+                    await self._sending
+                finally:
+                    self._sending = None
+        elif kind == "http.response.start":
+            if self.phase is not _START:
+                raise RuntimeError("http.response.start sent twice")
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            status = message["status"]
+            if status.__class__ is not int or not 200 <= status <= 999:
+                # 1xx would need informational-response support; refuse loudly.
+                raise RuntimeError("invalid status in http.response.start: %r" % (status,))
+            self.status = status
+            self.headers = message.get("headers", ())
+            self.phase = _BODY
+        elif kind == "http.response.pathsend":
+            if self.phase is not _BODY:
+                raise RuntimeError("http.response.pathsend before http.response.start")
+            await self._send_file(message["path"])
+        else:
+            raise RuntimeError("unexpected ASGI message type %r" % (kind,))
+
+    async def _send_file(self, path: str) -> None:
+        with open(path, "rb") as file:
+            while True:
+                chunk = file.read(_BODY_BATCH_BYTES)
+                await self.send({"type": "http.response.body", "body": chunk,
+                                 "more_body": bool(chunk)})
+                if not chunk:
+                    return
+
+    # -- the connection's notifications --------------------------------------------
+
+    def _wake_receiver(self) -> None:
+        waiter = self._receiving
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_sender(self) -> None:
+        waiter = self._sending
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_data_received(self) -> None:
+        self._wake_receiver()
+
+    def on_drained(self) -> None:
+        self._wake_sender()
+
+    def on_disconnect(self) -> None:
+        self.disconnected = True
+        self._wake_receiver()
+        self._wake_sender()
+
+    # -- the end ------------------------------------------------------------------
+
+    def on_app_done(self, task: AppTask) -> None:
+        conn = self.conn
+        error = task._exception
+        if error is not None:
+            if not self.disconnected or not isinstance(error, ClientDisconnected):
+                log.error("Exception in ASGI application (%s)", _describe(self.scope),
+                          exc_info=(type(error), error, error.__traceback__))
+        elif self.phase is not _DONE and not self.disconnected:
+            log.error("ASGI app returned without %s (%s)",
+                      "starting a response" if self.phase is _START else "completing the response",
+                      _describe(self.scope))
+        if self.phase is _START:
+            self.phase = _DONE
+            conn.respond_error(500)
+        elif self.phase is _BODY:
+            # The head is (or may be) on the wire: the only honest signal left
+            # is a broken connection.
+            self.phase = _DONE
+            if conn.cycle is self:
+                conn.cycle = None
+                conn.abort()
+
+
+def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None
+                 ) -> Callable[[Connection, Request], None]:
+    """The connection's request handler for ASGI 3 ``app``."""
+    root_path = config.root_path
+    root_path_bytes = root_path.encode("utf-8")
+    lifespan_state = state
+
+    def handle(conn: Connection, request: Request) -> None:
+        scope = build_scope(conn, request, root_path, root_path_bytes)
+        if lifespan_state is not None:
+            scope["state"] = lifespan_state.copy()
+        cycle = HTTPCycle(conn, scope)
+        conn.cycle = cycle
+        try:
+            coro = app(scope, cycle.receive, cycle.send)
+        except Exception:
+            log.exception("Exception in ASGI application (%s)", _describe(scope))
+            conn.respond_error(500)
+            return
+        task = AppTask(conn.loop, coro, cycle.on_app_done)
+        cycle.task = task
+        task.start()
+
+    return handle
+
+
+def build_scope(conn: Connection, request: Request, root_path: str,
+                root_path_bytes: bytes) -> Dict[str, Any]:
+    """The ``http`` scope for ``request`` (ASGI spec 2.4)."""
+    raw_path, query_string = split_target(request.target)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    method = _METHODS.get(request.method) or request.method.decode("ascii")
+    return {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": request.http_version,
+        "server": conn.local,
+        "client": conn.client,
+        "scheme": conn.server.scheme,
+        "method": method,
+        "root_path": root_path,
+        "path": root_path + path if root_path else path,
+        "raw_path": root_path_bytes + raw_path if root_path else raw_path,
+        "query_string": query_string,
+        "headers": request.headers,
+        "extensions": {"http.response.pathsend": {}},
+    }
+
+
+def split_target(target: bytes) -> Tuple[bytes, bytes]:
+    """``(raw_path, query_string)`` of a request-target in any form."""
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b""
+        if b"://" in target[:10]:
+            # absolute-form (RFC 9112 §3.2.2): the path is what counts here.
+            parts = urlsplit(target)
+            return parts.path or b"/", parts.query
+        return target, b""   # authority-form (CONNECT)
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def _describe(scope: Dict[str, Any]) -> str:
+    return "%s %s" % (scope.get("method"), scope.get("path"))
+
+
+def asgi2_to_asgi3(app: Any) -> Callable[..., Any]:
+    """Wrap an ASGI 2 (double-callable) app as ASGI 3."""
+
+    async def app3(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        instance = app(scope)
+        await instance(receive, send)
+
+    return app3

@@ -1,0 +1,151 @@
+"""Every option of the server, in one dataclass, with defaults and checks.
+
+The command line (``cli.py``), ``selectserver.run(app, **options)`` and the
+embedding API all build a ``Config``; nothing else reads options.  This
+module does no I/O: it does not import the app or bind sockets, it only
+says whether the options make sense together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+KIB = 1024
+MIB = 1024 * KIB
+
+INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
+LIFESPAN_MODES = ("auto", "on", "off")
+LOOPS = ("selectserver", "asyncio")
+SELECTORS = ("auto", "epoll", "poll", "select", "kqueue", "devpoll")
+WS_MODES = ("auto", "none")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class ConfigError(ValueError):
+    """Options that cannot work together; the message says which and why."""
+
+
+@dataclass
+class Config:
+    """All options.  Field names are the long CLI flags with ``_`` for ``-``."""
+
+    app: Any = None                       # "module:attr" or the app object itself
+    factory: bool = False                 # app is a zero-argument callable returning the app
+    app_dir: str = "."
+    interface: str = "auto"
+
+    # where to listen
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: Optional[str] = None
+    uds_permissions: Optional[int] = None
+    fd: Optional[int] = None
+    binds: List[str] = field(default_factory=list)   # extra "host:port" / "unix:path" / "fd://n"
+    backlog: int = 2048
+    reuse_port: bool = False
+
+    # processes
+    workers: int = 1
+    threads: int = 10                     # WSGI thread pool per worker
+    reload: bool = False
+    reload_dirs: List[str] = field(default_factory=list)
+    timeout_worker_s: float = 30.0        # heartbeat: a stuck worker is replaced after this
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    pid_file: Optional[str] = None
+
+    # the loop
+    loop: str = "selectserver"
+    selector: str = "auto"
+
+    # HTTP
+    root_path: str = ""
+    lifespan: str = "auto"
+    server_header: bool = True
+    date_header: bool = True
+    limit_request_line_bytes: int = 8 * KIB
+    limit_request_header_bytes: int = 64 * KIB
+    limit_request_fields: int = 100
+    limit_request_body_bytes: Optional[int] = None
+    limit_concurrency: Optional[int] = None
+    timeout_keep_alive_s: float = 5.0
+    timeout_request_head_s: float = 10.0
+    timeout_graceful_shutdown_s: float = 30.0
+    # backpressure: stop reading a request body above this many unread bytes;
+    # make the app wait in send() while more than this is unsent
+    read_buffer_high_bytes: int = 256 * KIB
+    write_buffer_high_bytes: int = 256 * KIB
+
+    # websockets
+    ws: str = "auto"
+    ws_max_size_bytes: int = 16 * MIB
+    ws_ping_interval_s: Optional[float] = 20.0
+    ws_ping_timeout_s: Optional[float] = 20.0
+    ws_per_message_deflate: bool = True
+
+    # proxies
+    proxy_headers: bool = True
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    # TLS
+    ssl_certfile: Optional[str] = None
+    ssl_keyfile: Optional[str] = None
+    ssl_keyfile_password: Optional[str] = None
+    ssl_ca_certs: Optional[str] = None
+    ssl_cert_reqs: int = 0
+    ssl_ciphers: str = "TLSv1"
+
+    # logs
+    log_level: str = "info"
+    log_config: Optional[str] = None
+    access_log: bool = True
+    access_log_format: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first option that cannot work."""
+        _one_of("interface", self.interface, INTERFACES)
+        _one_of("lifespan", self.lifespan, LIFESPAN_MODES)
+        _one_of("loop", self.loop, LOOPS)
+        _one_of("selector", self.selector, SELECTORS)
+        _one_of("ws", self.ws, WS_MODES)
+        _one_of("log_level", self.log_level, LOG_LEVELS)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port must be 0..65535, not %r" % (self.port,))
+        for name in ("workers", "threads", "backlog", "limit_request_line_bytes",
+                     "limit_request_header_bytes", "limit_request_fields",
+                     "read_buffer_high_bytes", "write_buffer_high_bytes",
+                     "ws_max_size_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError("%s must be at least 1, not %r" % (name, getattr(self, name)))
+        for name in ("max_requests", "max_requests_jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError("%s must not be negative" % name)
+        for name in ("limit_request_body_bytes", "limit_concurrency"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError("%s must be at least 1 (or unset), not %r" % (name, value))
+        for name in ("timeout_keep_alive_s", "timeout_request_head_s",
+                     "timeout_graceful_shutdown_s", "timeout_worker_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("%s must be positive" % name)
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile) and not (
+                self.ssl_certfile and not self.ssl_keyfile):
+            raise ConfigError("ssl_keyfile needs ssl_certfile")
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some options changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_certfile)
+
+
+def _one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError("%s must be one of %s, not %r" % (name, "|".join(allowed), value))

@@ -1,0 +1,511 @@
+"""Chapter 3: one connection, the I/O shell around the sans-IO engine.
+
+A ``Connection`` owns one non-blocking socket, a read side (the request
+parser holds the unread bytes) and a write buffer.  The loop calls
+``on_readable()`` and ``on_writable()``; the application side (an ASGI or
+WSGI *cycle*, one per request) calls ``receive_body()``, ``respond()`` and
+``send_body()``.
+
+The connection owns no flags, only a state::
+
+    IDLE ──bytes──> READING_HEAD ──head──> RUNNING ──response done──> IDLE
+      │                  │                    │
+      └──────────────────┴─── error/close ────┴──> CLOSING ──flushed──> CLOSED
+
+* IDLE: between requests (or before the first); the keep-alive clock runs.
+* READING_HEAD: part of a head has arrived; the head deadline runs.
+* RUNNING: an application has the request; the body flows to it on demand
+  and its response flows to the socket.  Where the request stands is the
+  parser's business, where the response stands is the writer's.
+* CLOSING: a last response is being flushed; nothing more is read.
+
+Selector interest is derived from the state and the buffers in one method,
+``_update_interest()``, and the selector is only told when it changes.
+
+Invariant: nothing a client sends raises out of this module.  Protocol
+errors become an answer with ``connection: close``; a peer that goes away
+becomes a quiet close.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import selectors
+import socket
+import struct
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+
+from .errors import HTTPError, InvalidResponse, RequestTimeout
+from .http11.events import NEED_DATA, Data, EndOfMessage, Request
+from .http11.parser import Limits, RequestParser
+from .http11.writer import CONTINUE, ResponseWriter, error_response
+
+log = logging.getLogger("selectserver.error")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# One recv() takes up to this much; 64 KiB keeps large uploads at a few
+# syscalls per megabyte without holding much per connection.
+RECV_BYTES = 64 * 1024
+
+# Errors that mean the peer is gone, not that we have a bug.
+PEER_GONE = (ConnectionError, TimeoutError)
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    READING_HEAD = "reading head"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+IDLE, READING_HEAD, RUNNING, CLOSING, CLOSED = (
+    State.IDLE, State.READING_HEAD, State.RUNNING, State.CLOSING, State.CLOSED)
+
+TRANSITIONS: Dict[State, Set[State]] = {
+    IDLE: {READING_HEAD, RUNNING, CLOSING, CLOSED},   # RUNNING: a whole head in one read
+    READING_HEAD: {RUNNING, CLOSING, CLOSED},
+    RUNNING: {IDLE, CLOSING, CLOSED},
+    CLOSING: {CLOSED},
+    CLOSED: set(),
+}
+
+
+class Cycle:
+    """What a connection expects of the object serving one request.
+
+    ``asgi.HTTPCycle`` and ``wsgi.WSGICycle`` implement it; the methods are
+    notifications and must not raise.
+    """
+
+    __slots__ = ()
+
+    def on_data_received(self) -> None:
+        """More request bytes arrived (``receive_body()`` may have news)."""
+
+    def on_drained(self) -> None:
+        """The write buffer fell below the low-water mark."""
+
+    def on_disconnect(self) -> None:
+        """The client is gone; later writes are dropped."""
+
+
+class ServerState:
+    """What all connections of one worker share: settings, clock, registry.
+
+    ``handler(conn, request)`` starts serving a request and returns its
+    ``Cycle``.  ``date_server`` is the ``date:``/``server:`` header block,
+    refreshed once a second by the worker.
+    """
+
+    def __init__(self, config: Any, handler: Callable[["Connection", Request], Cycle]) -> None:
+        self.config = config
+        self.handler = handler
+        self.limits = Limits(
+            max_request_line_bytes=config.limit_request_line_bytes,
+            max_header_bytes=config.limit_request_header_bytes,
+            max_header_count=config.limit_request_fields,
+            max_body_bytes=config.limit_request_body_bytes,
+        )
+        self.read_high_bytes = config.read_buffer_high_bytes
+        self.write_high_bytes = config.write_buffer_high_bytes
+        self.write_low_bytes = config.write_buffer_high_bytes // 4
+        self.timeouts_s: Dict[State, float] = {
+            IDLE: config.timeout_keep_alive_s,
+            READING_HEAD: config.timeout_request_head_s,
+            CLOSING: config.timeout_graceful_shutdown_s,
+        }
+        self.date_server = b""
+        self.connections: Set["Connection"] = set()
+        self.draining = False
+        self.requests_served = 0
+        self.scheme = "https" if config.is_ssl else "http"
+        # Called as on_response(conn, request, writer, duration_s) after
+        # every response; the worker sets it when the access log is on.
+        self.on_response: Optional[Callable[..., None]] = None
+
+
+class Connection:
+    """One client socket and the state machine that serves it."""
+
+    __slots__ = (
+        "loop", "sock", "server", "parser", "state", "deadline", "client",
+        "local", "request", "writer", "cycle", "started_at",
+        "_interest", "_write_buffer", "_dispatching",
+    )
+
+    def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
+                 client: Optional[Tuple[str, int]] = None) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.server = server
+        self.parser = RequestParser(server.limits)
+        self.state = IDLE
+        self.deadline = loop.time() + server.timeouts_s[IDLE]
+        self.client = client
+        self.local = _sockname(sock)
+        self.request: Optional[Request] = None
+        self.writer: Optional[ResponseWriter] = None
+        self.cycle: Optional[Cycle] = None
+        self.started_at = 0.0
+        self._interest = EVENT_READ
+        self._write_buffer = bytearray()
+        # True while _serve_buffered() runs, so that a response finished
+        # inside it does not start the next pipelined request recursively.
+        self._dispatching = False
+        server.connections.add(self)
+        loop.add_connection(sock, self, EVENT_READ)
+
+    # -- state ----------------------------------------------------------------
+
+    def _set_state(self, new: State) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise RuntimeError("illegal transition %s -> %s" % (self.state, new))
+        self.state = new
+        timeout = self.server.timeouts_s.get(new)
+        self.deadline = self.loop.time() + timeout if timeout else 0.0
+
+    def _update_interest(self) -> None:
+        state = self.state
+        if state is CLOSED:
+            return
+        wanted = EVENT_WRITE if self._write_buffer else 0
+        # Read while there is room: above the high-water mark the client
+        # waits (TCP flow control) until the application consumes the body.
+        if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
+            wanted |= EVENT_READ
+        if wanted != self._interest:
+            self._interest = wanted
+            self.loop.set_interest(self.sock, self, wanted)
+
+    # -- the loop's callbacks ---------------------------------------------------
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._peer_gone(exc)
+            return
+        if not data:
+            self._peer_gone(None)
+            return
+        self.parser.feed(data)
+        state = self.state
+        if state is RUNNING:
+            cycle = self.cycle
+            if cycle is not None:
+                cycle.on_data_received()
+            self._update_interest()
+        elif state is IDLE or state is READING_HEAD:
+            self._serve_buffered()
+
+    def on_writable(self) -> None:
+        buffer = self._write_buffer
+        if not buffer:
+            self._update_interest()
+            return
+        try:
+            sent = self.sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._peer_gone(exc)
+            return
+        del buffer[:sent]
+        if buffer:
+            if self.cycle is not None and len(buffer) <= self.server.write_low_bytes:
+                self.cycle.on_drained()
+            return
+        if self.state is CLOSING:
+            self.close()
+            return
+        self._update_interest()
+        if self.cycle is not None:
+            self.cycle.on_drained()
+
+    def on_timeout(self) -> None:
+        """The deadline of the current state passed (the worker's tick)."""
+        state = self.state
+        if state is READING_HEAD:
+            self._reject(RequestTimeout("no complete request head in %ss"
+                                        % self.server.timeouts_s[READING_HEAD]))
+        elif state is IDLE or state is CLOSING:
+            self.close()
+
+    # -- requests in ----------------------------------------------------------------
+
+    def _serve_buffered(self) -> None:
+        """Start every request whose head is complete, one at a time.
+
+        An application that answers at once finishes inside ``handler()``;
+        the loop then goes on to the next pipelined request, in order.
+        """
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self.state is IDLE or self.state is READING_HEAD:
+                parser = self.parser
+                try:
+                    event = parser.next_event()
+                except HTTPError as exc:
+                    self._reject(exc)
+                    return
+                if event is NEED_DATA:
+                    if self.state is IDLE and parser.buffered_bytes:
+                        self._set_state(READING_HEAD)
+                    self._update_interest()
+                    return
+                self._begin(event)
+        finally:
+            self._dispatching = False
+
+    def _begin(self, request: Request) -> None:
+        server = self.server
+        if server.draining:
+            request.keep_alive = False
+        self.request = request
+        self.writer = ResponseWriter(request)
+        self._set_state(RUNNING)
+        self.started_at = self.loop.time()
+        server.requests_served += 1
+        # The handler sets self.cycle before it starts the app, because an
+        # app that answers at once finishes inside this call.
+        server.handler(self, request)
+
+    def receive_body(self) -> Any:
+        """The next piece of the request body, or None when none is here yet.
+
+        Returns ``Data`` or ``EndOfMessage``.  The first call answers a
+        client waiting on ``Expect: 100-continue``.  On a malformed body the
+        connection answers 400 itself and the cycle is told the client is gone.
+        """
+        request = self.request
+        if request is None or self.state is not RUNNING:
+            return None
+        if request.expect_continue:
+            # RFC 9110 §10.1.1: only now that the app wants the body.
+            request.expect_continue = False
+            if self.writer is not None and not self.writer.started:
+                self.write(CONTINUE)
+        try:
+            event = self.parser.next_event()
+        except HTTPError as exc:
+            self._reject(exc)
+            return None
+        if event is NEED_DATA:
+            return None
+        if event.__class__ is Data:
+            self._update_interest()
+        return event
+
+    def pause_reading(self) -> bool:
+        """True when unread body bytes exceed the bound (reading stopped)."""
+        return self.parser.buffered_bytes >= self.server.read_high_bytes
+
+    # -- responses out -------------------------------------------------------------
+
+    def respond(self, status: int, headers: Iterable[Tuple[bytes, bytes]],
+                body: bytes = b"", end: bool = False) -> bool:
+        """Send the head and a first piece of body together, in one write.
+
+        Raises ``InvalidResponse`` (nothing sent) when the head is not valid
+        HTTP.  Returns True when the caller should wait for ``on_drained``.
+        """
+        writer = self.writer
+        head = writer.head(status, headers, self.server.date_server)
+        if body:
+            head += writer.body(body)
+        if end:
+            head += writer.end()
+        if self.state is RUNNING:
+            self.write(head)
+        if end:
+            self._finish_response()
+        return len(self._write_buffer) > self.server.write_high_bytes
+
+    def send_body(self, body: bytes, end: bool = False) -> bool:
+        """Send more body (framed by the writer); ``end`` finishes the response."""
+        writer = self.writer
+        data = writer.body(body) if body else b""
+        if end:
+            data += writer.end()
+        if data and self.state is RUNNING:
+            self.write(data)
+        if end:
+            self._finish_response()
+        return len(self._write_buffer) > self.server.write_high_bytes
+
+    def respond_error(self, status: int, detail: str = "") -> None:
+        """Answer with a server-made error page and close after it."""
+        if self.state is RUNNING:
+            self.write(error_response(status, self.server.date_server, detail))
+            self.request.keep_alive = False
+            self._close_after_flush()
+        self.cycle = None
+
+    def write(self, data: bytes) -> None:
+        """Send now if nothing is queued; queue what the kernel did not take."""
+        buffer = self._write_buffer
+        if buffer:
+            buffer += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(exc)
+            return
+        if sent < len(data):
+            # Only a partial send costs an epoll_ctl (DESIGN.md decision 5).
+            buffer += memoryview(data)[sent:]
+            self._update_interest()
+
+    @property
+    def write_buffer_bytes(self) -> int:
+        return len(self._write_buffer)
+
+    def _finish_response(self) -> None:
+        request, writer, server = self.request, self.writer, self.server
+        if server.on_response is not None:
+            server.on_response(self, request, writer, self.loop.time() - self.started_at)
+        self.cycle = None
+        if self.state is not RUNNING:
+            return
+        keep_alive = writer.keep_alive and request.keep_alive and not server.draining
+        if keep_alive and not self._discard_rest_of_body(request):
+            keep_alive = False
+        if not keep_alive:
+            self._close_after_flush()
+            return
+        self.parser.start_next_request()
+        self._set_state(IDLE)
+        if self.parser.buffered_bytes and not self._dispatching:
+            # A pipelined request is waiting.  We may be inside the app's
+            # task step here, and a task cannot start inside another's
+            # step: serve it from the loop (inside _serve_buffered, its
+            # loop simply goes on).
+            self.loop.call_soon(self._serve_buffered)
+        self._update_interest()
+
+    def _discard_rest_of_body(self, request: Request) -> bool:
+        """Skip an unread body if it is all here; False if we must close."""
+        if request.expect_continue:
+            # The client may be waiting for 100 Continue and never send it.
+            return self.parser.message_complete
+        parser = self.parser
+        while not parser.message_complete:
+            try:
+                event = parser.next_event()
+            except HTTPError:
+                return False
+            if event is NEED_DATA:
+                return False
+        return True
+
+    def _close_after_flush(self) -> None:
+        if self.state is CLOSED:
+            return
+        if self._write_buffer:
+            self._set_state(CLOSING)
+            self._update_interest()
+        else:
+            self.close()
+
+    # -- errors and endings ----------------------------------------------------------
+
+    def _reject(self, exc: HTTPError) -> None:
+        """Answer a client error with its status, then close (STYLE.md §7)."""
+        state = self.state
+        if state is RUNNING and self.writer is not None and self.writer.started:
+            # The body went bad after the app began answering: just cut it.
+            log.info("%s: %d %s (response already started)", _peer(self.client), exc.status, exc.detail)
+            self._notify_disconnect()
+            self.close()
+            return
+        if isinstance(exc, RequestTimeout) and state is IDLE:
+            self.close()
+            return
+        log.info("%s: %d %s", _peer(self.client), exc.status, exc.detail)
+        self.write(error_response(exc.status, self.server.date_server, exc.detail))
+        if state is RUNNING:
+            self._notify_disconnect()
+        if self.state is not CLOSED:
+            self._close_after_flush()
+
+    def _peer_gone(self, exc: Optional[BaseException]) -> None:
+        if exc is not None and not isinstance(exc, PEER_GONE) and exc.errno not in _GONE_ERRNOS:
+            log.warning("%s: socket error %r", _peer(self.client), exc)
+        else:
+            log.debug("%s: peer gone (%s)", _peer(self.client), exc or "EOF")
+        self._notify_disconnect()
+        self.close()
+
+    def _notify_disconnect(self) -> None:
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.on_disconnect()
+
+    def close(self) -> None:
+        """Close the socket now; pending output is dropped."""
+        if self.state is CLOSED:
+            return
+        self.state = CLOSED
+        self.deadline = 0.0
+        self.loop.remove_connection(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server.connections.discard(self)
+        self._write_buffer = bytearray()
+        self._notify_disconnect()
+
+    def abort(self) -> None:
+        """Close at once, telling the peer with a reset (the response is broken)."""
+        if self.state is not CLOSED:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+            self.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close if idle; otherwise close after this response."""
+        if self.state is IDLE:
+            self.close()
+        elif self.state is READING_HEAD and not self.parser.buffered_bytes:
+            self.close()
+
+    def __repr__(self) -> str:
+        return "<Connection %s %s>" % (_peer(self.client), self.state.value)
+
+
+# SO_LINGER on with a zero timeout: close() sends RST instead of FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+_GONE_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
+                errno.ENOTCONN, errno.ESHUTDOWN}
+
+
+def _sockname(sock: socket.socket) -> Optional[Tuple[str, int]]:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    if isinstance(name, tuple):
+        return (name[0], name[1])
+    return None
+
+
+def _peer(client: Optional[Tuple[str, int]]) -> str:
+    return "%s:%s" % client if client else "unix"
+

@@ -1,0 +1,100 @@
+"""Chapter 4, part 2: the ASGI ``lifespan`` protocol.
+
+Once per worker, before the first connection is accepted, the app is
+called with a ``lifespan`` scope and told ``lifespan.startup``; after the
+last connection is closed it is told ``lifespan.shutdown``.  What the app
+puts in ``scope["state"]`` is copied (shallowly) into every request scope.
+
+Modes: ``on`` (a failure is fatal), ``off`` (never called), ``auto`` (an
+app that raises before it asks for the first event simply does not speak
+lifespan, and the server goes on without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict, Optional
+
+log = logging.getLogger("selectserver.error")
+
+
+class LifespanFailure(Exception):
+    """Startup failed: the message says why; the worker must not serve."""
+
+
+class Lifespan:
+    """Runs an app's lifespan coroutine beside the server."""
+
+    def __init__(self, app: Any, mode: str = "auto") -> None:
+        self.app = app
+        self.mode = mode
+        self.state: Dict[str, Any] = {}
+        self._events: Optional[asyncio.Queue] = None
+        self._answers: Optional[asyncio.Queue] = None
+        self._task: Optional[asyncio.Task] = None
+        self.supported = mode != "off"
+
+    async def startup(self) -> None:
+        """Send ``lifespan.startup`` and wait for the answer.
+
+        Raises ``LifespanFailure`` if the app reports failure, or (mode
+        ``on``) if it does not speak lifespan at all.
+        """
+        if not self.supported:
+            return
+        self._events = asyncio.Queue()
+        self._answers = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        self._task = asyncio.get_running_loop().create_task(self._run(scope))
+        await self._events.put({"type": "lifespan.startup"})
+        answer = await self._answers.get()
+        if answer["type"] == "lifespan.startup.complete":
+            return
+        if answer["type"] == "lifespan.startup.failed":
+            raise LifespanFailure(answer.get("message") or "lifespan startup failed")
+        # The app raised before or during startup.
+        error = answer.get("error")
+        if self.mode == "on" or answer.get("started"):
+            raise LifespanFailure("lifespan startup raised %r" % (error,))
+        log.info("ASGI 'lifespan' protocol appears unsupported.")
+        self.supported = False
+
+    async def shutdown(self) -> None:
+        """Send ``lifespan.shutdown`` and wait (a failure is only logged)."""
+        if not self.supported or self._task is None or self._task.done():
+            return
+        await self._events.put({"type": "lifespan.shutdown"})
+        answer = await self._answers.get()
+        if answer["type"] == "lifespan.shutdown.failed":
+            log.error("lifespan shutdown failed: %s", answer.get("message", ""))
+        elif answer["type"] == "error":
+            log.error("lifespan shutdown raised %r", answer.get("error"))
+
+    async def _run(self, scope: Dict[str, Any]) -> None:
+        started = False
+
+        async def receive() -> Dict[str, Any]:
+            nonlocal started
+            started = True
+            return await self._events.get()
+
+        async def send(message: Dict[str, Any]) -> None:
+            kind = message.get("type")
+            if kind not in ("lifespan.startup.complete", "lifespan.startup.failed",
+                            "lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                raise RuntimeError("unexpected lifespan message %r" % (kind,))
+            await self._answers.put(message)
+
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:  # reported to startup()/shutdown(), never lost
+            if self.mode == "on" or started:
+                log.error("Exception in 'lifespan' protocol", exc_info=exc)
+            await self._answers.put({"type": "error", "error": exc, "started": started})
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            # The app returned: any question still open gets no answer from it.
+            await self._answers.put({"type": "error", "error": None, "started": started})

@@ -1,0 +1,262 @@
+"""Chapter 1: the event loop.
+
+One ``EventLoop`` runs in each worker process.  It *is* an asyncio event
+loop -- a subclass of ``asyncio.SelectorEventLoop`` -- so an application
+that calls ``asyncio.sleep``, ``run_in_executor``, ``open_connection`` or
+anything built on them gets the real thing.  What we replace is the loop's
+heart, the run-once step:
+
+    1. work out how long ``select()`` may block (0 if callbacks are ready,
+       else until the earliest timer, else forever);
+    2. ``select()``: ask the kernel which sockets are ready;
+    3. dispatch: a server connection is called directly
+       (``conn.on_readable()`` / ``conn.on_writable()``); asyncio's own
+       readers and writers are queued as asyncio queues them;
+    4. move due timers to the ready queue;
+    5. run the callbacks that were ready when this step began.
+
+Server connections sit on the same selector as asyncio's sockets, with the
+connection object itself as the selector key's ``data``.  That one choice
+removes the transport, protocol and Handle that asyncio puts between a
+readable socket and the code that reads it.
+
+This module knows nothing of HTTP.  Its one invariant: a callback that
+raises never stops the loop; the error is reported through
+``call_exception_handler`` and the loop goes on.
+
+The private attributes of ``asyncio.BaseEventLoop`` used here are
+``_ready``, ``_scheduled``, ``_stopping``, ``_selector``,
+``_clock_resolution`` and ``_timer_cancelled_count``, and of its handles
+``_when``, ``_cancelled``, ``_scheduled`` and ``_run``;
+``tests/unit/test_loop.py`` pins them on every supported Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import selectors
+from typing import Any, Optional
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# asyncio never blocks in select() longer than a day; neither do we.
+MAXIMUM_SELECT_TIMEOUT_S = 24 * 3600
+
+# Same policy as asyncio: rebuild the timer heap once more than half of at
+# least 100 timers are cancelled, otherwise only pop cancelled ones off the top.
+_MIN_SCHEDULED_TIMERS = 100
+_MAX_CANCELLED_FRACTION = 0.5
+
+SELECTORS = {
+    "epoll": "EpollSelector",
+    "poll": "PollSelector",
+    "select": "SelectSelector",
+    "kqueue": "KqueueSelector",
+    "devpoll": "DevpollSelector",
+}
+
+
+def make_selector(name: str = "auto") -> selectors.BaseSelector:
+    """A selector by name (``auto`` is ``selectors.DefaultSelector``).
+
+    Raises ``ValueError`` for a backend this platform does not have.
+    """
+    if name in ("auto", "default", None):
+        return selectors.DefaultSelector()
+    class_name = SELECTORS.get(name)
+    selector_class = getattr(selectors, class_name, None) if class_name else None
+    if selector_class is None:
+        available = [n for n, c in SELECTORS.items() if hasattr(selectors, c)]
+        raise ValueError(
+            "selector %r is not available here (try: %s)" % (name, ", ".join(available)))
+    return selector_class()
+
+
+class EventLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop with a hand-written run-once step.
+
+    Connections use three methods besides the asyncio API:
+    ``add_connection``, ``set_interest`` and ``remove_connection``.  A
+    connection object must provide ``on_readable()``, ``on_writable()`` and
+    ``abort()``.
+    """
+
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
+        super().__init__(selector or make_selector())
+
+    # -- the surface connections use -------------------------------------
+
+    def add_connection(self, sock: Any, conn: Any, events: int) -> None:
+        """Watch ``sock`` for ``events``; readiness calls ``conn`` directly."""
+        self._selector.register(sock, events, conn)
+
+    def set_interest(self, sock: Any, conn: Any, events: int) -> None:
+        """Change what ``sock`` is watched for (0: nothing, for now)."""
+        # An epoll set can hold a socket with no events; select() and poll()
+        # cannot, so "nothing" is expressed as unregistering.
+        selector = self._selector
+        if events:
+            try:
+                selector.modify(sock, events, conn)
+            except KeyError:
+                selector.register(sock, events, conn)
+        else:
+            self.remove_connection(sock)
+
+    def remove_connection(self, sock: Any) -> None:
+        """Stop watching ``sock``; harmless if it is not watched."""
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            # ValueError: the socket is already closed (fileno() is -1).
+            pass
+
+    # -- the heart ------------------------------------------------------------
+
+    def _run_once(self) -> None:
+        """One turn: select, dispatch, fire due timers, run ready callbacks."""
+        ready = self._ready
+        scheduled = self._scheduled
+        self._drop_cancelled_timers()
+
+        if ready or self._stopping:
+            timeout: Optional[float] = 0
+        elif scheduled:
+            timeout = min(max(0.0, scheduled[0]._when - self.time()),
+                          MAXIMUM_SELECT_TIMEOUT_S)
+        else:
+            timeout = None
+
+        self._process_events(self._selector.select(timeout))
+
+        # A timer due within the clock's resolution is due now (as asyncio).
+        end_time = self.time() + self._clock_resolution
+        while scheduled and scheduled[0]._when < end_time:
+            handle = heapq.heappop(scheduled)
+            handle._scheduled = False
+            ready.append(handle)
+
+        # Run what is ready now; callbacks queued by these run next turn,
+        # after another select(), so I/O is never starved.
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+
+    def _process_events(self, event_list: list) -> None:
+        """Dispatch ready sockets: connections directly, asyncio's by queue."""
+        for key, mask in event_list:
+            owner = key.data
+            if owner.__class__ is tuple:
+                self._queue_asyncio_handles(key, mask, owner)
+                continue
+            try:
+                if mask & EVENT_READ:
+                    owner.on_readable()
+                if mask & EVENT_WRITE:
+                    owner.on_writable()
+            except Exception as exc:
+                # A bug of ours: report it, drop that connection, keep serving.
+                self.call_exception_handler({
+                    "message": "error in connection callback",
+                    "exception": exc,
+                    "connection": owner,
+                })
+                owner.abort()
+
+    def _queue_asyncio_handles(self, key: Any, mask: int, handles: tuple) -> None:
+        # Exactly what asyncio's own _process_events does for its readers
+        # and writers (sockets of outbound connections, the self-pipe, ...).
+        reader, writer = handles
+        if mask & EVENT_READ and reader is not None:
+            if reader._cancelled:
+                self._remove_reader(key.fileobj)
+            else:
+                self._ready.append(reader)
+        if mask & EVENT_WRITE and writer is not None:
+            if writer._cancelled:
+                self._remove_writer(key.fileobj)
+            else:
+                self._ready.append(writer)
+
+    def _drop_cancelled_timers(self) -> None:
+        scheduled = self._scheduled
+        count = len(scheduled)
+        if (count > _MIN_SCHEDULED_TIMERS
+                and self._timer_cancelled_count / count > _MAX_CANCELLED_FRACTION):
+            live = []
+            for handle in scheduled:
+                if handle._cancelled:
+                    handle._scheduled = False
+                else:
+                    live.append(handle)
+            heapq.heapify(live)
+            self._scheduled = live
+            self._timer_cancelled_count = 0
+        else:
+            while scheduled and scheduled[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                handle = heapq.heappop(scheduled)
+                handle._scheduled = False
+
+
+class StockLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, unchanged, with the same connection surface.
+
+    Connections run on it through ``add_reader``/``add_writer``: slower,
+    but a second loop to test the connection code on, and a fallback.
+    """
+
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
+        super().__init__(selector or make_selector())
+        self._interest: dict = {}
+
+    def add_connection(self, sock: Any, conn: Any, events: int) -> None:
+        self.set_interest(sock, conn, events)
+
+    def set_interest(self, sock: Any, conn: Any, events: int) -> None:
+        fd = sock.fileno()
+        old = self._interest.get(fd, 0)
+        if events & EVENT_READ and not old & EVENT_READ:
+            self.add_reader(fd, self._guarded, conn, conn.on_readable)
+        elif old & EVENT_READ and not events & EVENT_READ:
+            self.remove_reader(fd)
+        if events & EVENT_WRITE and not old & EVENT_WRITE:
+            self.add_writer(fd, self._guarded, conn, conn.on_writable)
+        elif old & EVENT_WRITE and not events & EVENT_WRITE:
+            self.remove_writer(fd)
+        if events:
+            self._interest[fd] = events
+        else:
+            self._interest.pop(fd, None)
+
+    def remove_connection(self, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        old = self._interest.pop(fd, 0)
+        if old & EVENT_READ:
+            self.remove_reader(fd)
+        if old & EVENT_WRITE:
+            self.remove_writer(fd)
+
+    def _guarded(self, conn: Any, callback: Any) -> None:
+        try:
+            callback()
+        except Exception as exc:
+            self.call_exception_handler({
+                "message": "error in connection callback",
+                "exception": exc,
+                "connection": conn,
+            })
+            conn.abort()
+
+
+LOOPS = {"selectserver": EventLoop, "asyncio": StockLoop}
+
+
+def new_event_loop(kind: str = "selectserver", selector: str = "auto") -> asyncio.AbstractEventLoop:
+    """A fresh loop of ``kind`` (``selectserver`` or ``asyncio``) on ``selector``."""
+    return LOOPS[kind](make_selector(selector))

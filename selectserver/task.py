@@ -1,0 +1,242 @@
+"""Chapter 1, part 2: stepping an application coroutine by hand.
+
+An ASGI app is a coroutine.  Something has to call ``coro.send(None)`` to
+run it up to its next ``await`` of a real future, and again when that future
+is done.  asyncio's ``Task`` does that through the ready queue: every step
+costs a trip around the loop.  ``AppTask`` does the same job with two
+shortcuts:
+
+* the first step runs at once, inside ``start()`` (the model of CPython
+  3.12's eager tasks, on every Python we support).  A hello-world app whose
+  ``receive()`` and ``send()`` complete without waiting finishes inside that
+  one call: no queue, no Handle, no extra turn of the loop;
+* later steps run straight from the done-callback of the future the app
+  awaited.
+
+While it steps, an ``AppTask`` is asyncio's *current task*, and it answers
+the parts of the ``asyncio.Task`` API that libraries use (``cancel``,
+``cancelling``, ``uncancel``, ``get_coro``, ``get_name``, ``done`` ...), so
+``asyncio.timeout``, anyio cancel scopes and Starlette work unchanged.
+
+This is the only module that calls ``coro.send()`` or ``coro.throw()``.
+``start()`` must be called from a loop callback, never from inside another
+task's step (asyncio allows one current task at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+from typing import Any, Callable, Optional
+
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+CancelledError = asyncio.CancelledError
+
+_PENDING, _DONE, _CANCELLED = "PENDING", "FINISHED", "CANCELLED"
+_task_numbers = itertools.count(1)
+
+
+class AppTask:
+    """Runs one coroutine to completion, stepping it by hand.
+
+    ``on_done(task)`` is called directly (not through the loop) when the
+    coroutine returns or raises; read ``task.exception()`` there.
+    """
+
+    __slots__ = (
+        "_loop", "_coro", "_context", "_on_done", "_state", "_result",
+        "_exception", "_fut_waiter", "_must_cancel", "_cancel_message",
+        "_cancel_requests", "_callbacks", "_name", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Any,
+        on_done: Optional[Callable[["AppTask"], None]] = None,
+        name: Optional[str] = None,
+    ) -> None:
+        self._loop = loop
+        self._coro = coro
+        self._context = contextvars.copy_context()
+        self._on_done = on_done
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: Optional[BaseException] = None
+        self._fut_waiter: Optional[asyncio.Future] = None
+        self._must_cancel = False
+        self._cancel_message: Optional[str] = None
+        self._cancel_requests = 0
+        self._callbacks: Optional[list] = None
+        self._name = name
+
+    def start(self) -> None:
+        """Run the first step now, in the task's own context."""
+        self._context.run(self._step, None)
+
+    # -- stepping ---------------------------------------------------------------
+
+    def _step(self, exc: Optional[BaseException] = None) -> None:
+        if self._state is not _PENDING:
+            return
+        if self._must_cancel:
+            # cancel() was called while no future could carry it.
+            if not isinstance(exc, CancelledError):
+                exc = CancelledError(self._cancel_message) if self._cancel_message else CancelledError()
+            self._must_cancel = False
+        self._fut_waiter = None
+        loop = self._loop
+        _enter_task(loop, self)
+        try:
+            if exc is None:
+                result = self._coro.send(None)
+            else:
+                result = self._coro.throw(exc)
+        except StopIteration as stop:
+            if self._must_cancel:
+                # Cancelled after its last await: asyncio reports it cancelled.
+                self._finish(_CANCELLED, None, CancelledError(self._cancel_message))
+            else:
+                self._finish(_DONE, stop.value, None)
+        except CancelledError as cancelled:
+            self._finish(_CANCELLED, None, cancelled)
+        except (KeyboardInterrupt, SystemExit) as fatal:
+            self._finish(_DONE, None, fatal)
+            raise
+        except BaseException as error:  # the app's error, handed to on_done
+            self._finish(_DONE, None, error)
+        else:
+            self._wait_for(result)
+        finally:
+            _leave_task(loop, self)
+
+    def _wait_for(self, result: Any) -> None:
+        # What the coroutine yielded decides how it resumes, exactly as in
+        # asyncio.Task: a future (resume when done) or None (a bare yield,
+        # as asyncio.sleep(0) does: resume on the next turn).
+        blocking = getattr(result, "_asyncio_future_blocking", None)
+        if blocking:
+            if result.get_loop() is not self._loop:
+                self._loop.call_soon(self._step, RuntimeError(
+                    "task %r got future %r attached to a different loop" % (self, result)),
+                    context=self._context)
+                return
+            result._asyncio_future_blocking = False
+            result.add_done_callback(self._wakeup, context=self._context)
+            self._fut_waiter = result
+            if self._must_cancel and result.cancel(msg=self._cancel_message):
+                self._must_cancel = False
+        elif result is None:
+            self._loop.call_soon(self._step, context=self._context)
+        else:
+            self._loop.call_soon(self._step, RuntimeError(
+                "task got bad yield: %r" % (result,)), context=self._context)
+
+    def _wakeup(self, future: asyncio.Future) -> None:
+        try:
+            future.result()
+        except BaseException as exc:
+            # The awaiting code re-reads the future itself; we only need to
+            # resume with the exception (this also carries cancellation).
+            self._step(exc)
+        else:
+            self._step(None)
+
+    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
+        self._state = state
+        self._result = result
+        self._exception = exc
+        if self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done(self)
+        if self._callbacks:
+            for callback, context in self._callbacks:
+                self._loop.call_soon(callback, self, context=context)
+            self._callbacks = None
+
+    # -- the asyncio.Task API that libraries use --------------------------------------
+
+    def cancel(self, msg: Optional[str] = None) -> bool:
+        """Ask the coroutine to stop: CancelledError at its current await."""
+        if self._state is not _PENDING:
+            return False
+        self._cancel_requests += 1
+        waiter = self._fut_waiter
+        if waiter is not None and waiter.cancel(msg=msg):
+            return True
+        self._must_cancel = True
+        self._cancel_message = msg
+        return True
+
+    def cancelling(self) -> int:
+        return self._cancel_requests
+
+    def uncancel(self) -> int:
+        if self._cancel_requests > 0:
+            self._cancel_requests -= 1
+        if self._cancel_requests == 0:
+            self._must_cancel = False
+        return self._cancel_requests
+
+    def done(self) -> bool:
+        return self._state is not _PENDING
+
+    def cancelled(self) -> bool:
+        return self._state is _CANCELLED
+
+    def result(self) -> Any:
+        if self._state is _PENDING:
+            raise asyncio.InvalidStateError("result is not set")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> Optional[BaseException]:
+        if self._state is _PENDING:
+            raise asyncio.InvalidStateError("exception is not set")
+        if self._state is _CANCELLED:
+            raise self._exception or CancelledError()
+        return self._exception
+
+    def add_done_callback(self, callback: Callable, *, context: Any = None) -> None:
+        if context is None:
+            context = contextvars.copy_context()
+        if self._state is not _PENDING:
+            self._loop.call_soon(callback, self, context=context)
+        else:
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append((callback, context))
+
+    def remove_done_callback(self, callback: Callable) -> int:
+        if not self._callbacks:
+            return 0
+        before = len(self._callbacks)
+        self._callbacks = [(c, x) for c, x in self._callbacks if c != callback]
+        return before - len(self._callbacks)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def get_coro(self) -> Any:
+        return self._coro
+
+    def get_context(self) -> contextvars.Context:
+        return self._context
+
+    def get_name(self) -> str:
+        if self._name is None:
+            self._name = "AppTask-%d" % next(_task_numbers)
+        return self._name
+
+    def set_name(self, value: object) -> None:
+        self._name = str(value)
+
+    def get_stack(self, *, limit: Optional[int] = None) -> list:
+        frame = getattr(self._coro, "cr_frame", None)
+        return [frame] if frame is not None else []
+
+    def __repr__(self) -> str:
+        return "<AppTask %s %s coro=%r>" % (self.get_name(), self._state.lower(), self._coro)

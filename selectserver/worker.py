@@ -1,0 +1,406 @@
+"""Chapter 5, part 2: one worker process.
+
+A worker builds its event loop (after any fork: a loop never crosses a
+fork), imports the app, runs lifespan startup, and then accepts from the
+listeners it was given.  Once a second a tick refreshes the ``Date``
+header and closes connections whose deadline passed.  On a stop request it
+drains: no more accepting, idle connections closed, busy ones allowed to
+finish their response (bounded by the graceful timeout), then lifespan
+shutdown.
+
+The same class serves the CLI (in a worker process, or alone), the
+``selectserver.run()`` call and ``ServerThread`` (a server on a background
+thread, for tests and embedding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import importlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+from . import loop as loop_module
+from .asgi import asgi2_to_asgi3, make_handler as make_asgi_handler
+from .config import Config
+from .connection import Connection, ServerState
+from .http11.writer import error_response
+from .lifespan import Lifespan, LifespanFailure
+from .logs import AccessLog
+from .sockets import describe
+
+log = logging.getLogger("selectserver.error")
+
+# Take at most this many connections per readiness event, so one busy
+# listener cannot starve the connections already accepted.
+ACCEPT_BATCH = 64
+
+# After EMFILE/ENFILE stop accepting this long instead of spinning on a
+# listener that stays readable.
+ACCEPT_PAUSE_S = 0.5
+
+_ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+TICK_S = 1.0
+
+
+class AppLoadError(Exception):
+    """The app could not be imported or is not an app; the message says why."""
+
+
+def import_app(target: str, app_dir: str = ".") -> Any:
+    """``"package.module:attr.sub"`` -> the object."""
+    module_name, _, attrs = target.partition(":")
+    if not module_name or not attrs:
+        raise AppLoadError('app must be given as "module:attribute", not %r' % (target,))
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name != module_name:
+            raise
+        raise AppLoadError("could not import module %r" % module_name) from None
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError("attribute %r not found in module %r" % (attrs, module_name)) from None
+    return obj
+
+
+def load_app(config: Config) -> Any:
+    """The app object the options name (calling the factory if asked)."""
+    app = config.app
+    if isinstance(app, str):
+        app = import_app(app, config.app_dir)
+    if config.factory:
+        try:
+            app = app()
+        except TypeError as exc:
+            raise AppLoadError("app factory failed: %s" % exc) from exc
+    if not callable(app):
+        raise AppLoadError("the app %r is not callable" % (app,))
+    return app
+
+
+def detect_interface(app: Any) -> str:
+    """``asgi3``, ``asgi2`` or ``wsgi`` by the shape of ``app``.
+
+    Raises ``AppLoadError`` naming what was found when it is none of them.
+    """
+    if inspect.isclass(app):
+        if inspect.iscoroutinefunction(getattr(app, "__call__", None)):
+            return "asgi2"
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", app)
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call):
+        return "asgi3"
+    try:
+        parameters = [p for p in inspect.signature(app).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        parameters = []
+    if len(parameters) == 2:
+        return "wsgi"
+    if len(parameters) == 3:
+        return "asgi3"
+    raise AppLoadError(
+        "cannot tell the interface of %r: it is not a coroutine function and takes %d "
+        "positional arguments (WSGI takes 2, ASGI 3); use --interface" % (app, len(parameters)))
+
+
+class Worker:
+    """Serves ``config``'s app on ``listeners`` until asked to stop."""
+
+    def __init__(self, config: Config, listeners: List[socket.socket],
+                 app: Any = None, on_ready: Optional[Callable[[], None]] = None) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.app = app
+        self.on_ready = on_ready
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.state: Optional[ServerState] = None
+        self.interface = ""
+        self.exit_code = 0
+        self._stopping: Optional[asyncio.Future] = None
+        self._accepting: List["Listener"] = []
+        self._tick_handle: Optional[asyncio.TimerHandle] = None
+        self._executor_shutdown: List[Callable[[], None]] = []
+
+    # -- running --------------------------------------------------------------
+
+    def run(self, install_signals: bool = True) -> int:
+        """Build a loop, serve until stopped, return an exit code."""
+        loop = loop_module.new_event_loop(self.config.loop, self.config.selector)
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            if install_signals:
+                self._install_signal_handlers()
+            loop.run_until_complete(self.serve())
+        except (AppLoadError, LifespanFailure) as exc:
+            log.error("%s", exc)
+            self.exit_code = 3
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+        return self.exit_code
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stopping = loop.create_future()
+        app = self.app if self.app is not None else load_app(self.config)
+        handler, lifespan = self._make_handler(app)
+        await lifespan.startup()
+        if lifespan.supported:
+            handler = make_asgi_handler(lifespan.app, self.config, lifespan.state)
+        self.state = state = ServerState(self.config, handler)
+        if self.config.access_log:
+            state.on_response = AccessLog(self.config)
+        self._tick()
+        for sock in self.listeners:
+            listener = Listener(self, sock)
+            self._accepting.append(listener)
+            listener.resume()
+        if self.on_ready is not None:
+            self.on_ready()
+        await self._stopping
+        await self._drain()
+        await lifespan.shutdown()
+        for shutdown in self._executor_shutdown:
+            shutdown()
+
+    def _make_handler(self, app: Any) -> Any:
+        """The request handler for ``app`` and its lifespan (off for WSGI)."""
+        interface = self.config.interface
+        if interface == "auto":
+            interface = detect_interface(app)
+            log.debug("detected interface: %s", interface)
+        self.interface = interface
+        if interface == "wsgi":
+            from . import wsgi
+
+            handler, shutdown = wsgi.make_handler(app, self.config, self.loop)
+            self._executor_shutdown.append(shutdown)
+            return handler, Lifespan(app, "off")
+        if interface == "asgi2":
+            app = asgi2_to_asgi3(app)
+        return make_asgi_handler(app, self.config), Lifespan(app, self.config.lifespan)
+
+    def stop(self) -> None:
+        """Ask for a graceful stop; safe from any thread and from signal handlers."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._begin_stop)
+
+    def _begin_stop(self) -> None:
+        if self._stopping is not None and not self._stopping.done():
+            self._stopping.set_result(None)
+
+    def _install_signal_handlers(self) -> None:
+        loop = self.loop
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if self._stopping is not None and self._stopping.done():
+            # A second SIGINT: stop now.
+            log.info("Stopping at once.")
+            for conn in list(self.state.connections if self.state else ()):
+                conn.abort()
+            return
+        log.info("Shutting down (signal %s)", signal.Signals(signum).name)
+        self._begin_stop()
+
+    # -- accepting ----------------------------------------------------------------
+
+    def on_accept(self, sock: socket.socket, address: Any) -> None:
+        state = self.state
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            # Responses are written whole; Nagle would only delay them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = (address[0], address[1])
+        else:
+            client = None
+        limit = self.config.limit_concurrency
+        if limit is not None and len(state.connections) >= limit:
+            _refuse(sock, state.date_server)
+            return
+        Connection(self.loop, sock, state, client)
+
+    # -- the tick ------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        state = self.state
+        loop = self.loop
+        state.date_server = date_server_block(self.config)
+        now = loop.time()
+        for conn in list(state.connections):
+            deadline = conn.deadline
+            if deadline and deadline <= now:
+                conn.on_timeout()
+        self._tick_handle = loop.call_later(TICK_S, self._tick)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        state = self.state
+        for listener in self._accepting:
+            listener.pause()
+        self._accepting = []
+        state.draining = True
+        for conn in list(state.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + self.config.timeout_graceful_shutdown_s
+        while state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if state.connections:
+            log.warning("Graceful shutdown timed out; closing %d connection(s)", len(state.connections))
+            for conn in list(state.connections):
+                conn.abort()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+
+
+class Listener:
+    """A listening socket on the loop: readable means connections to accept."""
+
+    __slots__ = ("worker", "sock", "_resume_handle")
+
+    def __init__(self, worker: Worker, sock: socket.socket) -> None:
+        self.worker = worker
+        self.sock = sock
+        self._resume_handle: Optional[asyncio.TimerHandle] = None
+
+    def resume(self) -> None:
+        self._resume_handle = None
+        self.worker.loop.add_connection(self.sock, self, loop_module.EVENT_READ)
+
+    def pause(self) -> None:
+        self.worker.loop.remove_connection(self.sock)
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+            self._resume_handle = None
+
+    def on_readable(self) -> None:
+        accept = self.sock.accept
+        on_accept = self.worker.on_accept
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
+                    log.warning("accept() failed: %s; pausing accepts for %.1fs",
+                                exc.strerror, ACCEPT_PAUSE_S)
+                    self.pause()
+                    self._resume_handle = self.worker.loop.call_later(ACCEPT_PAUSE_S, self.resume)
+                    return
+                # ECONNABORTED and friends: that client is gone, others wait.
+                continue
+            on_accept(sock, address)
+
+    def on_writable(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.pause()
+
+
+def _refuse(sock: socket.socket, date_server: bytes) -> None:
+    """Over --limit-concurrency: a best-effort 503, then close."""
+    try:
+        sock.send(error_response(503, date_server, "too many connections"))
+    except OSError:
+        pass
+    sock.close()
+
+
+def date_server_block(config: Config) -> bytes:
+    """The ``date``/``server`` header lines sent with every response."""
+    block = b""
+    if config.date_header:
+        block += b"date: " + email.utils.formatdate(usegmt=True).encode("ascii") + b"\r\n"
+    if config.server_header:
+        block += b"server: selectserver\r\n"
+    return block
+
+
+class ServerThread:
+    """A server on a background thread: ``start()`` binds and waits until it
+    serves, ``stop()`` drains it and joins.  For tests and embedding.
+
+    ``address`` (``(host, port)``) and ``url`` are known once ``start()``
+    returns.  Raises whatever kept the worker from starting.
+    """
+
+    def __init__(self, app: Any, listeners: Optional[List[socket.socket]] = None, **options: Any) -> None:
+        from .sockets import create_listeners
+
+        options.setdefault("port", 0)
+        options.setdefault("access_log", False)
+        self.config = Config(app=app, **options)
+        self.listeners = listeners if listeners is not None else create_listeners(self.config)
+        self.worker = Worker(self.config, self.listeners, app=app if not isinstance(app, str) else None,
+                             on_ready=self._on_ready)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="selectserver", daemon=True)
+        self._error: Optional[BaseException] = None
+
+    @property
+    def address(self) -> Any:
+        return self.listeners[0].getsockname()
+
+    @property
+    def url(self) -> str:
+        return describe(self.listeners[0])
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _on_ready(self) -> None:
+        self._ready.set()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(install_signals=False)
+            if self.worker.exit_code:
+                self._error = RuntimeError("server failed to start (exit code %d)" % self.worker.exit_code)
+        except BaseException as exc:  # handed to the thread that called start()
+            self._error = exc
+        finally:
+            for sock in self.listeners:
+                sock.close()
+            self._ready.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.worker.stop()
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()

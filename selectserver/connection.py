@@ -17,6 +17,8 @@ The connection owns no flags, only a state::
 * RUNNING: an application has the request; the body flows to it on demand
   and its response flows to the socket.  Where the request stands is the
   parser's business, where the response stands is the writer's.
+* UPGRADED: the socket speaks another protocol now (a websocket); bytes
+  go to ``protocol.on_data()`` instead of the parser.
 * CLOSING: a last response is being flushed; nothing more is read.
 
 Selector interest is derived from the state and the buffers in one method,
@@ -59,17 +61,19 @@ class State(enum.Enum):
     IDLE = "idle"
     READING_HEAD = "reading head"
     RUNNING = "running"
+    UPGRADED = "upgraded"
     CLOSING = "closing"
     CLOSED = "closed"
 
 
-IDLE, READING_HEAD, RUNNING, CLOSING, CLOSED = (
-    State.IDLE, State.READING_HEAD, State.RUNNING, State.CLOSING, State.CLOSED)
+IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSING, CLOSED = (
+    State.IDLE, State.READING_HEAD, State.RUNNING, State.UPGRADED, State.CLOSING, State.CLOSED)
 
 TRANSITIONS: Dict[State, Set[State]] = {
     IDLE: {READING_HEAD, RUNNING, CLOSING, CLOSED},   # RUNNING: a whole head in one read
     READING_HEAD: {RUNNING, CLOSING, CLOSED},
-    RUNNING: {IDLE, CLOSING, CLOSED},
+    RUNNING: {IDLE, UPGRADED, CLOSING, CLOSED},
+    UPGRADED: {CLOSING, CLOSED},
     CLOSING: {CLOSED},
     CLOSED: set(),
 }
@@ -92,6 +96,19 @@ class Cycle:
 
     def on_disconnect(self) -> None:
         """The client is gone; later writes are dropped."""
+
+
+class Protocol(Cycle):
+    """What an upgraded connection (a websocket) hands its bytes to.
+
+    Besides the ``Cycle`` notifications: ``on_data(data)`` for each chunk
+    read from the socket.  ``on_disconnect`` also means EOF.
+    """
+
+    __slots__ = ()
+
+    def on_data(self, data: bytes) -> None:
+        """Bytes read from the socket."""
 
 
 class ServerState:
@@ -195,8 +212,11 @@ class Connection:
         if not data:
             self._peer_gone(None)
             return
-        self.parser.feed(data)
         state = self.state
+        if state is UPGRADED:
+            self.cycle.on_data(data)
+            return
+        self.parser.feed(data)
         if state is RUNNING:
             cycle = self.cycle
             if cycle is not None:
@@ -305,9 +325,27 @@ class Connection:
             self._update_interest()
         return event
 
-    def pause_reading(self) -> bool:
-        """True when unread body bytes exceed the bound (reading stopped)."""
-        return self.parser.buffered_bytes >= self.server.read_high_bytes
+    def upgrade(self, protocol: Protocol) -> bytes:
+        """Hand the socket to another protocol after a 101 response.
+
+        Returns the bytes the client already sent past the request head
+        (they belong to the new protocol).  From now on reads go to
+        ``protocol.on_data``; write with ``write()``; end with
+        ``close_after_flush()`` or ``close()``.
+        """
+        self._set_state(UPGRADED)
+        self.cycle = protocol
+        leftover = self.parser.take_unparsed()
+        self._update_interest()
+        return leftover
+
+    def set_reading(self, enabled: bool) -> None:
+        """Upgraded protocols only: stop or resume reading (backpressure)."""
+        if self.state is UPGRADED:
+            wanted = (EVENT_WRITE if self._write_buffer else 0) | (EVENT_READ if enabled else 0)
+            if wanted != self._interest:
+                self._interest = wanted
+                self.loop.set_interest(self.sock, self, wanted)
 
     # -- responses out -------------------------------------------------------------
 
@@ -409,6 +447,10 @@ class Connection:
             if event is NEED_DATA:
                 return False
         return True
+
+    def close_after_flush(self) -> None:
+        """Close once the write buffer is sent (bounded by the CLOSING deadline)."""
+        self._close_after_flush()
 
     def _close_after_flush(self) -> None:
         if self.state is CLOSED:

@@ -209,11 +209,11 @@ class HTTPCycle(Cycle):
             conn.respond_error(500)
         elif self.phase is _BODY:
             # The head is (or may be) on the wire: the only honest signal left
-            # is a broken connection.
+            # is a connection closed before the body's framing says it ends.
             self.phase = _DONE
             if conn.cycle is self:
                 conn.cycle = None
-                conn.abort()
+                conn.close()
 
 
 def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None

@@ -6,8 +6,9 @@ last connection is closed it is told ``lifespan.shutdown``.  What the app
 puts in ``scope["state"]`` is copied (shallowly) into every request scope.
 
 Modes: ``on`` (a failure is fatal), ``off`` (never called), ``auto`` (an
-app that raises before it asks for the first event simply does not speak
-lifespan, and the server goes on without it).
+app that raises instead of answering does not speak lifespan, and the
+server goes on without it; only an explicit ``lifespan.startup.failed``
+stops it).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class Lifespan:
             return
         if answer["type"] == "lifespan.startup.failed":
             raise LifespanFailure(answer.get("message") or "lifespan startup failed")
-        # The app raised before or during startup.
+        # The app raised (or returned) instead of answering.
         error = answer.get("error")
-        if self.mode == "on" or answer.get("started"):
+        if self.mode == "on":
             raise LifespanFailure("lifespan startup raised %r" % (error,))
         log.info("ASGI 'lifespan' protocol appears unsupported.")
         self.supported = False
@@ -73,11 +74,7 @@ class Lifespan:
             log.error("lifespan shutdown raised %r", answer.get("error"))
 
     async def _run(self, scope: Dict[str, Any]) -> None:
-        started = False
-
         async def receive() -> Dict[str, Any]:
-            nonlocal started
-            started = True
             return await self._events.get()
 
         async def send(message: Dict[str, Any]) -> None:
@@ -90,11 +87,11 @@ class Lifespan:
         try:
             await self.app(scope, receive, send)
         except BaseException as exc:  # reported to startup()/shutdown(), never lost
-            if self.mode == "on" or started:
+            if self.mode == "on":
                 log.error("Exception in 'lifespan' protocol", exc_info=exc)
-            await self._answers.put({"type": "error", "error": exc, "started": started})
+            await self._answers.put({"type": "error", "error": exc})
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
             # The app returned: any question still open gets no answer from it.
-            await self._answers.put({"type": "error", "error": None, "started": started})
+            await self._answers.put({"type": "error", "error": None})

@@ -33,7 +33,6 @@ from . import loop as loop_module
 from .asgi import asgi2_to_asgi3, make_handler as make_asgi_handler
 from .config import Config
 from .connection import Connection, ServerState
-from .http11.writer import error_response
 from .lifespan import Lifespan, LifespanFailure
 from .logs import AccessLog
 from .sockets import describe
@@ -239,10 +238,6 @@ class Worker:
             client = (address[0], address[1])
         else:
             client = None
-        limit = self.config.limit_concurrency
-        if limit is not None and len(state.connections) >= limit:
-            _refuse(sock, state.date_server)
-            return
         Connection(self.loop, sock, state, client)
 
     # -- the tick ------------------------------------------------------------------
@@ -323,15 +318,6 @@ class Listener:
 
     def abort(self) -> None:
         self.pause()
-
-
-def _refuse(sock: socket.socket, date_server: bytes) -> None:
-    """Over --limit-concurrency: a best-effort 503, then close."""
-    try:
-        sock.send(error_response(503, date_server, "too many connections"))
-    except OSError:
-        pass
-    sock.close()
 
 
 def date_server_block(config: Config) -> bytes:

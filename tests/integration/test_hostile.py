@@ -1,0 +1,163 @@
+"""Hostile and broken input over real sockets: a clear 4xx, a close, and a
+worker that keeps serving."""
+
+import glob
+import json
+import os
+import re
+import socket
+import threading
+
+import pytest
+
+from tests.apps import asgi_apps
+from tests.integration.conftest import raw_exchange, read_response
+
+STATUS_LINE = re.compile(rb"(?m)^HTTP/1\.1 \d{3} ")
+CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "corpus", "invalid")
+
+CASES = [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),                                        # no Host
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),                  # two Hosts
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nName : v\r\n\r\n", 400),                 # space before colon
+    (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n folded\r\n\r\n", 400),          # obs-fold
+    (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\x00c\r\n\r\n", 400),                # NUL
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    # RFC 9112 §6.3: chunked not last in a request is a 400; an unknown
+    # coding before a final chunked is a 501.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\r\n", 417),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 70000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("request_bytes,status", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_bad_requests_get_a_clear_status_and_a_close(serve, request_bytes, status):
+    server = serve(asgi_apps.echo)
+    reply = raw_exchange(server.address, request_bytes)
+    assert reply.startswith(b"HTTP/1.1 %d " % status), reply[:200]
+    assert b"connection: close" in reply.lower()
+    # Exactly one response, then the close (raw_exchange reads to EOF).
+    assert len(STATUS_LINE.findall(reply)) == 1
+    # The worker is fine.
+    assert raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        ).startswith(b"HTTP/1.1 200 ")
+
+
+def corpus_cases():
+    for path in sorted(glob.glob(os.path.join(CORPUS, "*.http"))):
+        with open(path[:-5] + ".json") as file:
+            expected = json.load(file)
+        yield pytest.param(path, expected["status"], id=os.path.basename(path)[:-5])
+
+
+@pytest.mark.parametrize("path,status", list(corpus_cases()))
+def test_invalid_corpus_over_a_socket(serve, path, status):
+    server = serve(asgi_apps.count_body)
+    with open(path, "rb") as file:
+        data = file.read()
+    reply = raw_exchange(server.address, data, shutdown=True)
+    # A response may come first when the bad part is in a later pipelined
+    # request or in the body; the last one must be the error, then the close.
+    assert b"HTTP/1.1 %d " % status in reply, reply[:300]
+    assert reply.rindex(b"HTTP/1.1 %d " % status) == reply.rindex(b"HTTP/1.1 ")
+
+
+def test_body_limit(serve):
+    server = serve(asgi_apps.count_body, limit_request_body_bytes=1000)
+    reply = raw_exchange(server.address, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    chunked = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + (b"200\r\n" + b"z" * 512 + b"\r\n") * 2 + b"0\r\n\r\n")
+    reply = raw_exchange(server.address, chunked)
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    ok = raw_exchange(server.address, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                      b"Connection: close\r\n\r\n" + b"a" * 1000)
+    assert ok.endswith(b"\r\n\r\n4\r\n1000\r\n0\r\n\r\n")
+
+
+def test_custom_request_line_limit(serve):
+    server = serve(asgi_apps.hello, limit_request_line_bytes=100)
+    reply = raw_exchange(server.address, b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 414 ")
+
+
+def test_idle_connection_is_closed_after_keep_alive_timeout(serve):
+    server = serve(asgi_apps.hello, timeout_keep_alive_s=1)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, _, body, rest = read_response(sock)
+        assert body == b"Hello, world!"
+        # Blocks until the server closes (or the 10 s socket timeout fails the test).
+        assert sock.recv(100) == b""
+
+
+def test_silent_new_connection_is_closed_quietly(serve):
+    server = serve(asgi_apps.hello, timeout_keep_alive_s=1)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        assert sock.recv(100) == b""
+
+
+def test_slow_head_gets_408(serve):
+    server = serve(asgi_apps.hello, timeout_request_head_s=1)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        reply = b""
+        while True:
+            chunk = sock.recv(1000)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408 ")
+
+
+def test_limit_concurrency_answers_503(serve):
+    server = serve(asgi_apps.hello, limit_concurrency=2)
+    held = [socket.create_connection(server.address, timeout=5) for _ in range(2)]
+    try:
+        for sock in held:   # both are accepted and served
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 200
+        reply = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_many_clients_sending_garbage_concurrently(serve):
+    server = serve(asgi_apps.echo)
+    errors = []
+
+    def client(seed):
+        import random
+
+        rng = random.Random(seed)
+        for _ in range(20):
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+            try:
+                reply = raw_exchange(server.address, data, timeout=10, shutdown=True)
+            except ConnectionError:
+                continue
+            if reply and not reply.startswith(b"HTTP/1.1 4"):
+                errors.append(reply[:100])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        ).startswith(b"HTTP/1.1 200 ")

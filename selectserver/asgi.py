@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from .connection import Connection, Cycle
 from .errors import InvalidResponse
 from .http11.events import Data, Request
+from .proxy import apply_to_scope, from_config as trusted_proxies
 from .task import AppTask
 
 log = logging.getLogger("selectserver.error")
@@ -222,9 +223,12 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None
     root_path = config.root_path
     root_path_bytes = root_path.encode("utf-8")
     lifespan_state = state
+    trusted = trusted_proxies(config)
 
     def handle(conn: Connection, request: Request) -> None:
         scope = build_scope(conn, request, root_path, root_path_bytes)
+        if trusted is not None and trusted.trusts(conn.client):
+            apply_to_scope(scope, trusted)
         if lifespan_state is not None:
             scope["state"] = lifespan_state.copy()
         cycle = HTTPCycle(conn, scope)

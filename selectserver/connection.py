@@ -8,10 +8,13 @@ WSGI *cycle*, one per request) calls ``receive_body()``, ``respond()`` and
 
 The connection owns no flags, only a state::
 
-    IDLE ──bytes──> READING_HEAD ──head──> RUNNING ──response done──> IDLE
+    (HANDSHAKE ──TLS done──>) IDLE ──bytes──> READING_HEAD ──head──> RUNNING ──response done──> IDLE
       │                  │                    │
       └──────────────────┴─── error/close ────┴──> CLOSING ──flushed──> CLOSED
 
+* HANDSHAKE: TLS only, before anything else: ``do_handshake()`` is retried
+  whenever the socket is ready, so a slow or broken client never blocks the
+  loop; the request-head deadline bounds it.
 * IDLE: between requests (or before the first); the keep-alive clock runs.
 * READING_HEAD: part of a head has arrived; the head deadline runs.
 * RUNNING: an application has the request; the body flows to it on demand
@@ -36,6 +39,7 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import struct
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -53,8 +57,14 @@ EVENT_WRITE = selectors.EVENT_WRITE
 # syscalls per megabyte without holding much per connection.
 RECV_BYTES = 64 * 1024
 
-# Errors that mean the peer is gone, not that we have a bug.
-PEER_GONE = (ConnectionError, TimeoutError)
+# Errors that mean the peer is gone, not that we have a bug.  A TLS error
+# (bad record, close_notify) is the peer's doing too.
+PEER_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
+
+# "Not now": the socket has no room or no bytes.  A TLS socket says it with
+# SSLWant*Error (it may need to read in order to write, and the reverse);
+# the selector wakes us when either side is ready again.
+TRY_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class State(enum.Enum):
@@ -62,6 +72,7 @@ class State(enum.Enum):
     # the per-request state-table lookups twice as slow (see RESULTS.md).
     __hash__ = object.__hash__
 
+    HANDSHAKE = "tls handshake"
     IDLE = "idle"
     READING_HEAD = "reading head"
     RUNNING = "running"
@@ -70,10 +81,11 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSING, CLOSED = (
-    State.IDLE, State.READING_HEAD, State.RUNNING, State.UPGRADED, State.CLOSING, State.CLOSED)
+HANDSHAKE, IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSING, CLOSED = (
+    State.HANDSHAKE, State.IDLE, State.READING_HEAD, State.RUNNING, State.UPGRADED, State.CLOSING, State.CLOSED)
 
 TRANSITIONS: Dict[State, Set[State]] = {
+    HANDSHAKE: {IDLE, CLOSED},
     IDLE: {READING_HEAD, RUNNING, CLOSING, CLOSED},   # RUNNING: a whole head in one read
     READING_HEAD: {RUNNING, CLOSING, CLOSED},
     RUNNING: {IDLE, UPGRADED, CLOSING, CLOSED},
@@ -136,6 +148,7 @@ class ServerState:
         self.write_high_bytes = config.write_buffer_high_bytes
         self.write_low_bytes = config.write_buffer_high_bytes // 4
         self.timeouts_s: Dict[State, float] = {
+            HANDSHAKE: config.timeout_request_head_s,
             IDLE: config.timeout_keep_alive_s,
             READING_HEAD: config.timeout_request_head_s,
             CLOSING: config.timeout_graceful_shutdown_s,
@@ -145,6 +158,8 @@ class ServerState:
         self.draining = False
         self.requests_served = 0
         self.scheme = "https" if config.is_ssl else "http"
+        # With TLS, the worker sets the server's ssl.SSLContext here.
+        self.ssl_context: Optional[ssl.SSLContext] = None
         self.limit_concurrency = config.limit_concurrency
         # Called as on_response(conn, request, writer, duration_s) after
         # every response; the worker sets it when the access log is on.
@@ -162,12 +177,19 @@ class Connection:
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
                  client: Optional[Tuple[str, int]] = None) -> None:
+        if server.ssl_context is not None:
+            # No I/O here: the handshake happens in the loop (HANDSHAKE state).
+            sock = server.ssl_context.wrap_socket(sock, server_side=True,
+                                                  do_handshake_on_connect=False)
+            state = HANDSHAKE
+        else:
+            state = IDLE
         self.loop = loop
         self.sock = sock
         self.server = server
         self.parser = RequestParser(server.limits)
-        self.state = IDLE
-        self.deadline = loop.time() + server.timeouts_s[IDLE]
+        self.state = state
+        self.deadline = loop.time() + server.timeouts_s[state]
         self.client = client
         self.local = _sockname(sock)
         self.request: Optional[Request] = None
@@ -207,9 +229,12 @@ class Connection:
     # -- the loop's callbacks ---------------------------------------------------
 
     def on_readable(self) -> None:
+        if self.state is HANDSHAKE:
+            self._handshake()
+            return
         try:
             data = self.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        except TRY_AGAIN:
             return
         except OSError as exc:
             self._peer_gone(exc)
@@ -231,13 +256,16 @@ class Connection:
             self._serve_buffered()
 
     def on_writable(self) -> None:
+        if self.state is HANDSHAKE:
+            self._handshake()
+            return
         buffer = self._write_buffer
         if not buffer:
             self._update_interest()
             return
         try:
             sent = self.sock.send(buffer)
-        except (BlockingIOError, InterruptedError):
+        except TRY_AGAIN:
             return
         except OSError as exc:
             self._peer_gone(exc)
@@ -260,8 +288,28 @@ class Connection:
         if state is READING_HEAD:
             self._reject(RequestTimeout("no complete request head in %ss"
                                         % self.server.timeouts_s[READING_HEAD]))
-        elif state is IDLE or state is CLOSING:
+        elif state is IDLE or state is CLOSING or state is HANDSHAKE:
             self.close()
+
+    def _handshake(self) -> None:
+        """One more step of the TLS handshake; IDLE once it is done."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            wanted = EVENT_READ
+        except ssl.SSLWantWriteError:
+            wanted = EVENT_WRITE
+        except OSError as exc:
+            # Not TLS, an untrusted certificate, a reset: the client's doing.
+            log.debug("%s: TLS handshake failed: %s", _peer(self.client), exc)
+            self.close()
+            return
+        else:
+            self._set_state(IDLE)
+            wanted = EVENT_READ
+        if wanted != self._interest:
+            self._interest = wanted
+            self.loop.set_interest(self.sock, self, wanted)
 
     # -- requests in ----------------------------------------------------------------
 
@@ -407,7 +455,7 @@ class Connection:
             return
         try:
             sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except TRY_AGAIN:
             sent = 0
         except OSError as exc:
             self._peer_gone(exc)
@@ -533,7 +581,7 @@ class Connection:
 
     def shutdown(self) -> None:
         """Graceful stop: close if idle; otherwise close after this response."""
-        if self.state is IDLE:
+        if self.state is IDLE or self.state is HANDSHAKE:
             self.close()
         elif self.state is READING_HEAD and not self.parser.buffered_bytes:
             self.close()

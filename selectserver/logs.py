@@ -4,13 +4,22 @@ Two stdlib loggers: ``selectserver.error`` for everything that happens and
 ``selectserver.access`` for one line per response.  This module sets them
 up from the options and formats access lines; it never decides *what* to
 log (the code that sees an event does that, once).
+
+Access lines are built from gunicorn-style atoms (``%(h)s %(r)s %(s)s``).
+Every value that comes from a client is escaped: a request can put bytes in
+a header, never a newline or a quote in the log.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from typing import Any
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import proxy
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -21,13 +30,22 @@ access_log = logging.getLogger("selectserver.access")
 _LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
            "info": logging.INFO, "debug": logging.DEBUG, "trace": TRACE}
 
+DEFAULT_ACCESS_FORMAT = '%(h)s - "%(r)s" %(s)s'
+
+
+class LogConfigError(ValueError):
+    """``--log-config`` names a file that cannot be read or applied."""
+
 
 def configure(config: Any) -> None:
-    """Attach stderr/stdout handlers unless the user's logging config rules."""
-    level = _LEVELS[config.log_level]
+    """Attach stderr/stdout handlers unless the user's logging config rules.
+
+    Raises ``LogConfigError`` when ``--log-config`` cannot be applied.
+    """
     if config.log_config:
         load_config_file(config.log_config)
         return
+    level = _LEVELS[config.log_level]
     formatter = logging.Formatter("%(levelname)s:     %(message)s")
     for logger, stream in ((error_log, sys.stderr), (access_log, sys.stdout)):
         if not logger.handlers:
@@ -39,33 +57,168 @@ def configure(config: Any) -> None:
 
 
 def load_config_file(path: str) -> None:
-    """``--log-config``: a JSON dictConfig or an ini fileConfig."""
+    """``--log-config``: a JSON dictConfig (``*.json``) or an ini fileConfig."""
     import logging.config
 
-    if path.endswith(".json"):
-        import json
+    try:
+        if path.endswith(".json"):
+            import json
 
-        with open(path) as file:
-            logging.config.dictConfig(json.load(file))
-    else:
-        logging.config.fileConfig(path, disable_existing_loggers=False)
+            with open(path) as file:
+                settings = json.load(file)
+            settings.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(settings)
+        else:
+            if not os.path.isfile(path):
+                raise FileNotFoundError("no such file")
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
+        # fileConfig and dictConfig raise all of these for a bad file.
+        raise LogConfigError("cannot apply --log-config %s: %s" % (path, exc)) from exc
+
+
+# -- access lines ------------------------------------------------------------------
+
+# An atom is a letter, or {header-name}i / {header-name}o.
+_ATOM = re.compile(r"%\((\{[^}]*\}[io]|[a-zA-Z])\)")
+
+# Anything but printable ASCII, and the quote and backslash that delimit
+# fields in the common formats.
+_UNSAFE = re.compile(rb'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+
+
+def escape(value: bytes) -> str:
+    """``value`` as printable ASCII: other bytes become ``\\xNN``."""
+    if _UNSAFE.search(value) is None:
+        return value.decode("ascii")
+    return _UNSAFE.sub(lambda match: b"\\x%02x" % match.group()[0], value).decode("ascii")
+
+
+class AccessContext:
+    """What one access line may show: the connection, request, writer, duration."""
+
+    __slots__ = ("conn", "request", "writer", "duration_s", "log")
+
+    def __init__(self, log: "AccessLog", conn: Any, request: Any, writer: Any, duration_s: float) -> None:
+        self.log = log
+        self.conn = conn
+        self.request = request
+        self.writer = writer
+        self.duration_s = duration_s
+
+
+def _client_host(ctx: AccessContext) -> str:
+    client = ctx.log.client_of(ctx.conn, ctx.request)
+    return escape(client[0].encode("utf-8", "replace")) if client else "-"
+
+
+def _request_line(ctx: AccessContext) -> str:
+    request = ctx.request
+    return "%s %s HTTP/%s" % (escape(request.method), escape(request.target), request.http_version)
+
+
+def _path(ctx: AccessContext) -> str:
+    return escape(ctx.request.target.partition(b"?")[0])
+
+
+def _query(ctx: AccessContext) -> str:
+    return escape(ctx.request.target.partition(b"?")[2])
+
+
+def _size_or_dash(ctx: AccessContext) -> str:
+    return str(ctx.writer.bytes_sent) if ctx.writer.bytes_sent else "-"
+
+
+def _local_time(ctx: AccessContext) -> str:
+    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+
+
+ATOMS: Dict[str, Callable[[AccessContext], str]] = {
+    "h": _client_host,
+    "l": lambda ctx: "-",
+    "u": lambda ctx: "-",
+    "t": _local_time,
+    "r": _request_line,
+    "m": lambda ctx: escape(ctx.request.method),
+    "U": _path,
+    "q": _query,
+    "H": lambda ctx: "HTTP/" + ctx.request.http_version,
+    "s": lambda ctx: str(ctx.writer.status),
+    "B": lambda ctx: str(ctx.writer.bytes_sent),
+    "b": _size_or_dash,
+    "f": lambda ctx: _request_header(ctx, b"referer"),
+    "a": lambda ctx: _request_header(ctx, b"user-agent"),
+    "T": lambda ctx: str(int(ctx.duration_s)),
+    "D": lambda ctx: str(int(ctx.duration_s * 1_000_000)),
+    "M": lambda ctx: str(int(ctx.duration_s * 1000)),
+    "L": lambda ctx: "%.6f" % ctx.duration_s,
+    "p": lambda ctx: "<%d>" % os.getpid(),
+}
+
+
+def _request_header(ctx: AccessContext, name: bytes) -> str:
+    for field_name, value in ctx.request.headers:
+        if field_name == name:
+            return escape(value)
+    return "-"
+
+
+def _response_header(ctx: AccessContext, name: bytes) -> str:
+    headers = getattr(ctx.writer, "headers", None)
+    if headers is None:
+        # The application's own list, kept by its cycle until the line is written.
+        headers = getattr(ctx.conn.cycle, "headers", None) or ()
+    for field_name, value in headers:
+        if bytes(field_name).lower() == name:
+            return escape(bytes(value))
+    return "-"
+
+
+def compile_format(text: str) -> Tuple[str, List[Tuple[str, Callable[[AccessContext], str]]]]:
+    """``text`` -> (a %-format over named atoms, the getter of each atom it uses).
+
+    Raises ``ValueError`` naming an unknown atom.
+    """
+    getters: List[Tuple[str, Callable[[AccessContext], str]]] = []
+    for atom in sorted(set(_ATOM.findall(text))):
+        if atom.startswith("{"):
+            name = atom[1:-2].lower().encode("latin-1")
+            source = _request_header if atom.endswith("i") else _response_header
+            getters.append((atom, lambda ctx, name=name, source=source: source(ctx, name)))
+        elif atom in ATOMS:
+            getters.append((atom, ATOMS[atom]))
+        else:
+            raise ValueError("unknown access log atom %%(%s)s" % atom)
+    try:
+        text % {atom: "" for atom, _ in getters}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError("invalid access log format %r: %s" % (text, exc)) from None
+    return text, getters
 
 
 class AccessLog:
-    """Writes one line per response: ``client - "METHOD target HTTP/v" status``."""
+    """Writes one line per response, as ``--access-log-format`` says.
+
+    The client shown is the one the application saw: behind a trusted proxy,
+    the address from its headers.
+    """
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.format, self.getters = compile_format(config.access_log_format or DEFAULT_ACCESS_FORMAT)
+        self.trusted: Optional[proxy.TrustedProxies] = (
+            proxy.TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None)
+
+    def client_of(self, conn: Any, request: Any) -> Optional[Tuple[str, int]]:
+        trusted = self.trusted
+        if trusted is not None and trusted.trusts(conn.client):
+            forwarded = proxy.resolve(request.headers, trusted)
+            if forwarded is not None and forwarded.client is not None:
+                return forwarded.client
+        return conn.client
 
     def __call__(self, conn: Any, request: Any, writer: Any, duration_s: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        client = "%s:%s" % conn.client if conn.client else "-"
-        access_log.info('%s - "%s %s HTTP/%s" %s', client, _printable(request.method),
-                        _printable(request.target), request.http_version, writer.status)
-
-
-def _printable(value: bytes) -> str:
-    # Request bytes are validated visible ASCII, but never let a log line be
-    # forged: escape anything else.
-    return value.decode("ascii", "backslashreplace")
+        ctx = AccessContext(self, conn, request, writer, duration_s)
+        access_log.info("%s", self.format % {atom: getter(ctx) for atom, getter in self.getters})

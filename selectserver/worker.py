@@ -35,7 +35,7 @@ from .config import Config
 from .connection import Connection, ServerState
 from .lifespan import Lifespan, LifespanFailure
 from .logs import AccessLog
-from .sockets import describe
+from .sockets import create_ssl_context, describe
 
 log = logging.getLogger("selectserver.error")
 
@@ -136,6 +136,9 @@ class Worker:
         self._accepting: List["Listener"] = []
         self._tick_handle: Optional[asyncio.TimerHandle] = None
         self._executor_shutdown: List[Callable[[], None]] = []
+        # Called with the worker on every tick: the master's liveness check
+        # (a stuck loop stops calling it) and its --max-requests check.
+        self.heartbeat: Optional[Callable[["Worker"], None]] = None
 
     # -- running --------------------------------------------------------------
 
@@ -171,6 +174,8 @@ class Worker:
         self.state = state = ServerState(self.config, handler)
         if self.config.access_log:
             state.on_response = AccessLog(self.config)
+        if self.config.is_ssl:
+            state.ssl_context = create_ssl_context(self.config)
         self._tick()
         for sock in self.listeners:
             listener = Listener(self, sock)
@@ -219,6 +224,8 @@ class Worker:
 
     def _on_stop_signal(self, signum: int) -> None:
         if self._stopping is not None and self._stopping.done():
+            if signum != signal.SIGINT:
+                return   # SIGTERM again (from the master and from systemd, say): still graceful
             # A second SIGINT: stop now.
             log.info("Stopping at once.")
             for conn in list(self.state.connections if self.state else ()):
@@ -252,6 +259,8 @@ class Worker:
             if deadline and deadline <= now:
                 conn.on_timeout()
         self._tick_handle = loop.call_later(TICK_S, self._tick)
+        if self.heartbeat is not None:
+            self.heartbeat(self)
 
     # -- stopping -----------------------------------------------------------------------
 

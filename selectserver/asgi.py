@@ -16,12 +16,12 @@ I/O goes through the connection's ``receive_body``/``respond``/``send_body``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import unquote
 
 from .connection import Connection, Cycle
 from .errors import InvalidResponse
-from .http11.events import Data, Request
+from .http11.events import Data, Request, split_target
 from .proxy import apply_to_scope, from_config as trusted_proxies
 from .task import AppTask
 
@@ -269,20 +269,6 @@ def build_scope(conn: Connection, request: Request, root_path: str,
         "headers": request.headers,
         "extensions": {"http.response.pathsend": {}},
     }
-
-
-def split_target(target: bytes) -> Tuple[bytes, bytes]:
-    """``(raw_path, query_string)`` of a request-target in any form."""
-    if target[:1] != b"/":
-        if target == b"*":
-            return b"*", b""
-        if b"://" in target[:10]:
-            # absolute-form (RFC 9112 §3.2.2): the path is what counts here.
-            parts = urlsplit(target)
-            return parts.path or b"/", parts.query
-        return target, b""   # authority-form (CONNECT)
-    path, _, query = target.partition(b"?")
-    return path, query
 
 
 def _describe(scope: Dict[str, Any]) -> str:

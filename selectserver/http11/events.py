@@ -11,6 +11,7 @@ time, in order.
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
+from urllib.parse import urlsplit
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -61,6 +62,20 @@ class Request:
     def __repr__(self) -> str:
         return "Request(%r, %r, %r, %r)" % (
             self.method, self.target, self.http_version, self.headers)
+
+
+def split_target(target: bytes) -> Tuple[bytes, bytes]:
+    """``(raw_path, query_string)`` of a request-target in any form."""
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b""
+        if b"://" in target[:10]:
+            # absolute-form (RFC 9112 §3.2.2): the path is what counts here.
+            parts = urlsplit(target)
+            return parts.path or b"/", parts.query
+        return target, b""   # authority-form (CONNECT)
+    path, _, query = target.partition(b"?")
+    return path, query
 
 
 class Data:

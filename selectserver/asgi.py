@@ -217,9 +217,14 @@ class HTTPCycle(Cycle):
                 conn.close()
 
 
-def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None
+def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
+                 upgrade: Optional[Callable[..., bool]] = None
                  ) -> Callable[[Connection, Request], None]:
-    """The connection's request handler for ASGI 3 ``app``."""
+    """The connection's request handler for ASGI 3 ``app``.
+
+    ``upgrade(app, conn, request, scope)``, when given, sees each GET first
+    and returns True when it served it (the websocket chapter's hook).
+    """
     root_path = config.root_path
     root_path_bytes = root_path.encode("utf-8")
     lifespan_state = state
@@ -231,6 +236,8 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None
             apply_to_scope(scope, trusted)
         if lifespan_state is not None:
             scope["state"] = lifespan_state.copy()
+        if upgrade is not None and request.method == b"GET" and upgrade(app, conn, request, scope):
+            return
         cycle = HTTPCycle(conn, scope)
         conn.cycle = cycle
         try:

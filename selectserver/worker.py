@@ -36,6 +36,7 @@ from .connection import Connection, ServerState
 from .lifespan import Lifespan, LifespanFailure
 from .logs import AccessLog
 from .sockets import create_ssl_context, describe
+from .websocket.asgi import upgrade_handler as websocket_upgrade
 
 log = logging.getLogger("selectserver.error")
 
@@ -170,7 +171,8 @@ class Worker:
         handler, lifespan = self._make_handler(app)
         await lifespan.startup()
         if lifespan.supported:
-            handler = make_asgi_handler(lifespan.app, self.config, lifespan.state)
+            handler = make_asgi_handler(lifespan.app, self.config, lifespan.state,
+                                        upgrade=websocket_upgrade(self.config))
         self.state = state = ServerState(self.config, handler)
         if self.config.access_log:
             state.on_response = AccessLog(self.config)
@@ -204,7 +206,8 @@ class Worker:
             return handler, Lifespan(app, "off")
         if interface == "asgi2":
             app = asgi2_to_asgi3(app)
-        return make_asgi_handler(app, self.config), Lifespan(app, self.config.lifespan)
+        handler = make_asgi_handler(app, self.config, upgrade=websocket_upgrade(self.config))
+        return handler, Lifespan(app, self.config.lifespan)
 
     def stop(self) -> None:
         """Ask for a graceful stop; safe from any thread and from signal handlers."""

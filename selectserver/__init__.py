@@ -14,11 +14,20 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config
-from .worker import ServerThread
 
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ServerThread", "run", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # ServerThread pulls in the whole server; importing a chapter (say
+    # selectserver.http11.parser) should not.
+    if name == "ServerThread":
+        from .worker import ServerThread
+
+        return ServerThread
+    raise AttributeError("module 'selectserver' has no attribute %r" % name)
 
 
 def run(app: Any, **options: Any) -> int:

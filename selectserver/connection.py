@@ -37,10 +37,12 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import os
 import selectors
 import socket
 import ssl
 import struct
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .errors import HTTPError, InvalidResponse, RequestTimeout
@@ -52,6 +54,9 @@ log = logging.getLogger("selectserver.error")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+
+# Deadlines are on the monotonic clock, as the loop's time() is.
+_monotonic = time.monotonic
 
 # One recv() takes up to this much; 64 KiB keeps large uploads at a few
 # syscalls per megabyte without holding much per connection.
@@ -172,7 +177,7 @@ class Connection:
     __slots__ = (
         "loop", "sock", "server", "parser", "state", "deadline", "client",
         "local", "request", "writer", "cycle", "started_at",
-        "_interest", "_write_buffer", "_dispatching",
+        "_interest", "_write_buffer", "_dispatching", "_file",
     )
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
@@ -189,7 +194,7 @@ class Connection:
         self.server = server
         self.parser = RequestParser(server.limits)
         self.state = state
-        self.deadline = loop.time() + server.timeouts_s[state]
+        self.deadline = _monotonic() + server.timeouts_s[state]
         self.client = client
         self.local = _sockname(sock)
         self.request: Optional[Request] = None
@@ -201,6 +206,8 @@ class Connection:
         # True while _serve_buffered() runs, so that a response finished
         # inside it does not start the next pipelined request recursively.
         self._dispatching = False
+        # A FileTransfer queued behind the write buffer (send_file), or None.
+        self._file: Optional[FileTransfer] = None
         server.connections.add(self)
         loop.add_connection(sock, self, EVENT_READ)
 
@@ -211,13 +218,14 @@ class Connection:
             raise RuntimeError("illegal transition %s -> %s" % (self.state, new))
         self.state = new
         timeout = self.server.timeouts_s.get(new)
-        self.deadline = self.loop.time() + timeout if timeout else 0.0
+        # RUNNING has no deadline: how long the app takes is its business.
+        self.deadline = _monotonic() + timeout if timeout else 0.0
 
     def _update_interest(self) -> None:
         state = self.state
         if state is CLOSED:
             return
-        wanted = EVENT_WRITE if self._write_buffer else 0
+        wanted = EVENT_WRITE if self._write_buffer or self._file is not None else 0
         # Read while there is room: above the high-water mark the client
         # waits (TCP flow control) until the application consumes the body.
         if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
@@ -261,6 +269,9 @@ class Connection:
             return
         buffer = self._write_buffer
         if not buffer:
+            if self._file is not None:
+                self._send_file_part()
+                return
             self._update_interest()
             return
         try:
@@ -346,7 +357,8 @@ class Connection:
         self.request = request
         self.writer = ResponseWriter(request)
         self._set_state(RUNNING)
-        self.started_at = self.loop.time()
+        if server.on_response is not None:
+            self.started_at = _monotonic()
         server.requests_served += 1
         limit = server.limit_concurrency
         if limit is not None and len(server.connections) > limit:
@@ -472,7 +484,7 @@ class Connection:
     def _finish_response(self) -> None:
         request, writer, server = self.request, self.writer, self.server
         if server.on_response is not None:
-            server.on_response(self, request, writer, self.loop.time() - self.started_at)
+            server.on_response(self, request, writer, _monotonic() - self.started_at)
         self.cycle = None
         if self.state is not RUNNING:
             return
@@ -484,11 +496,12 @@ class Connection:
             return
         self.parser.start_next_request()
         self._set_state(IDLE)
-        if self.parser.buffered_bytes and not self._dispatching:
-            # A pipelined request is waiting.  We may be inside the app's
-            # task step here, and a task cannot start inside another's
-            # step: serve it from the loop (inside _serve_buffered, its
-            # loop simply goes on).
+        if self._dispatching:
+            return   # _serve_buffered's loop goes on with the next request
+        if self.parser.buffered_bytes:
+            # A pipelined request is waiting.  We are inside the app's task
+            # step here, and a task cannot start inside another's step:
+            # serve it from the loop.
             self.loop.call_soon(self._serve_buffered)
         self._update_interest()
 
@@ -519,6 +532,70 @@ class Connection:
             self._update_interest()
         else:
             self.close()
+
+    # -- files out, zero-copy ------------------------------------------------------
+
+    def send_file(self, file: Any, offset: int, count: int, on_done: Callable[[], None]) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset`` as body, after
+        whatever is already queued; call ``on_done()`` once all are sent.
+
+        Uses ``os.sendfile`` (the bytes never enter Python) when the file has
+        a descriptor and the socket is plain TCP; under TLS, or without a
+        descriptor, reads the file in pieces as the socket takes them.  The
+        response must be framed by Content-Length (``InvalidResponse``
+        otherwise); the file is short: the response ends early and the
+        connection closes.  Nothing else may be sent until ``on_done``.
+        ``on_done`` is not called when the connection closes first.
+        """
+        count = self.writer.file_body(count)
+        zero_copy = not isinstance(self.sock, ssl.SSLSocket)
+        try:
+            fd = file.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+            zero_copy = False
+        self._file = FileTransfer(file, fd, offset, count, zero_copy, on_done)
+        if self.state is not RUNNING:
+            self._file = None
+        elif not self._write_buffer:
+            self._send_file_part()
+
+    def _send_file_part(self) -> None:
+        """Move the next part of the queued file to the socket (the buffer is empty)."""
+        transfer = self._file
+        size = min(transfer.remaining, FILE_PART_BYTES)
+        try:
+            if transfer.zero_copy:
+                sent = os.sendfile(self.sock.fileno(), transfer.fd, transfer.offset, size) if size else 0
+                data = None
+            else:
+                data = _read_part(transfer, size)
+                sent = len(data)
+        except TRY_AGAIN:
+            self._update_interest()
+            return
+        except OSError as exc:
+            if transfer.zero_copy and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                transfer.zero_copy = False   # this file or socket cannot sendfile: read it
+                self._update_interest()
+                return
+            self._peer_gone(exc)
+            return
+        if sent == 0:
+            transfer.remaining = 0       # done, or the file is shorter than promised
+        else:
+            transfer.offset += sent
+            transfer.remaining -= sent
+        if data:
+            self.write(data)
+            if self.state is CLOSED:
+                return
+        if transfer.remaining:
+            self._update_interest()      # EVENT_WRITE brings the next part
+            return
+        self._file = None
+        self._update_interest()
+        transfer.on_done()
 
     # -- errors and endings ----------------------------------------------------------
 
@@ -568,6 +645,7 @@ class Connection:
             pass
         self.server.connections.discard(self)
         self._write_buffer = bytearray()
+        self._file = None
         self._notify_disconnect()
 
     def abort(self) -> None:
@@ -588,6 +666,35 @@ class Connection:
 
     def __repr__(self) -> str:
         return "<Connection %s %s>" % (_peer(self.client), self.state.value)
+
+
+# sendfile() at most this much at once, so one big file cannot hold the
+# loop; reads (TLS) take the same, the size of the write buffer's mark.
+FILE_PART_BYTES = 256 * 1024
+
+
+class FileTransfer:
+    """A file being sent by ``Connection.send_file``."""
+
+    __slots__ = ("file", "fd", "offset", "remaining", "zero_copy", "on_done")
+
+    def __init__(self, file: Any, fd: int, offset: int, remaining: int, zero_copy: bool,
+                 on_done: Callable[[], None]) -> None:
+        self.file = file
+        self.fd = fd
+        self.offset = offset
+        self.remaining = remaining
+        self.zero_copy = zero_copy
+        self.on_done = on_done
+
+
+def _read_part(transfer: FileTransfer, size: int) -> bytes:
+    if not size:
+        return b""
+    if transfer.fd >= 0:
+        return os.pread(transfer.fd, size, transfer.offset)
+    transfer.file.seek(transfer.offset)
+    return transfer.file.read(size)
 
 
 # SO_LINGER on with a zero timeout: close() sends RST instead of FIN.

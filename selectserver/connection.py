@@ -128,8 +128,15 @@ class Protocol(Cycle):
 
     __slots__ = ()
 
+    # While False the connection leaves the socket unread (the protocol's
+    # backpressure); the protocol changes it together with set_reading().
+    reading = True
+
     def on_data(self, data: bytes) -> None:
         """Bytes read from the socket."""
+
+    def on_shutdown(self) -> None:
+        """The server is stopping: end the protocol politely, then close."""
 
 
 class ServerState:
@@ -229,7 +236,9 @@ class Connection:
         # Read while there is room: above the high-water mark the client
         # waits (TCP flow control) until the application consumes the body.
         if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
-            wanted |= EVENT_READ
+            # An upgraded protocol says itself whether it wants more bytes.
+            if state is not UPGRADED or self.cycle is None or self.cycle.reading:
+                wanted |= EVENT_READ
         if wanted != self._interest:
             self._interest = wanted
             self.loop.set_interest(self.sock, self, wanted)
@@ -663,6 +672,8 @@ class Connection:
             self.close()
         elif self.state is READING_HEAD and not self.parser.buffered_bytes:
             self.close()
+        elif self.state is UPGRADED and self.cycle is not None:
+            self.cycle.on_shutdown()
 
     def __repr__(self) -> str:
         return "<Connection %s %s>" % (_peer(self.client), self.state.value)

@@ -124,5 +124,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (ConfigError, ValueError) as exc:
         print("selectserver: error: %s" % exc, file=sys.stderr)
         sys.exit(2)
-    logs.configure(config)
+    try:
+        logs.configure(config)
+    except logs.LogConfigError as exc:
+        print("selectserver: error: %s" % exc, file=sys.stderr)
+        sys.exit(2)
     sys.exit(master.run(config))

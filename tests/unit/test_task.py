@@ -149,14 +149,23 @@ def test_wait_for_times_out(loop):
     assert run_task(loop, app()).result() == "timed out"
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
-def test_asyncio_timeout_uses_cancel_and_uncancel(loop):
+def test_timeouts_use_cancel_and_uncancel(loop):
+    # asyncio.timeout (3.11+) cancels the task and then uncancels it; on
+    # older Pythons the same calls are made by hand.
     async def app():
+        task = asyncio.current_task()
+        if sys.version_info >= (3, 11):
+            try:
+                async with asyncio.timeout(0.01):
+                    await loop.create_future()
+            except TimeoutError:
+                return task.cancelling()
+        loop.call_later(0.01, task.cancel)
         try:
-            async with asyncio.timeout(0.01):
-                await loop.create_future()
-        except TimeoutError:
-            return asyncio.current_task().cancelling()
+            await loop.create_future()
+        except asyncio.CancelledError:
+            assert task.cancelling() == 1
+            return task.uncancel()
 
     assert run_task(loop, app()).result() == 0
 

@@ -1,0 +1,264 @@
+"""Running the server as real processes: the CLI in a subprocess, its log, its workers.
+
+Every wait here polls a condition against a deadline; nothing sleeps and hopes.
+The port is always the one the server reports ("Listening on ..."), never
+one picked in advance.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+LISTENING = re.compile(r"Listening on (\S+)")
+
+# The app the process tests serve; each test writes it into its own directory
+# (SIGHUP and --reload tests rewrite it there).
+APP_SOURCE = '''
+import asyncio, os, sys, time
+
+VERSION = %(version)r
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if os.environ.get("FAIL_STARTUP"):
+                    await send({"type": "lifespan.startup.failed", "message": "no database"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    query = scope["query_string"].decode()
+    if path == "/slow":
+        print("slow request started", file=sys.stderr, flush=True)
+        await asyncio.sleep(float(query or 1))
+        body = "slow done"
+    elif path == "/block":
+        print("blocking the loop", file=sys.stderr, flush=True)
+        time.sleep(float(query or 60))
+        body = "unblocked"
+    elif path == "/client":
+        body = "%%s %%s" %% tuple(scope["client"]) if scope["client"] else "none"
+    elif path == "/scheme":
+        body = scope["scheme"]
+    elif path == "/version":
+        body = VERSION
+    elif path == "/big":
+        body = "x" * int(query)
+    else:
+        body = str(os.getpid())
+    data = body.encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"x-version", VERSION.encode()),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+'''
+
+
+def write_app(directory: str, version: str = "v1", name: str = "procapp.py") -> str:
+    path = os.path.join(directory, name)
+    with open(path, "w") as file:
+        file.write(APP_SOURCE % {"version": version})
+    return path
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
+               message: str = "condition") -> object:
+    """Poll ``condition`` until it returns something true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout_s, message))
+        time.sleep(interval_s)
+
+
+class ServerProcess:
+    """``python -m selectserver ARGS`` with its stderr and stdout collected line by line."""
+
+    def __init__(self, args: Sequence[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 pass_fds: Sequence[int] = (), argv: Optional[List[str]] = None,
+                 wait_listening: bool = True, timeout_s: float = 20.0) -> None:
+        environment = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [REPO] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
+        environment.update(env or {})
+        command = argv if argv is not None else [sys.executable, "-m", "selectserver", *args]
+        self.proc = subprocess.Popen(command, cwd=cwd or REPO, env=environment, pass_fds=pass_fds,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.pid = self.proc.pid
+        self.errors: List[str] = []
+        self.output: List[str] = []
+        self._lock = threading.Lock()
+        for stream, lines in ((self.proc.stderr, self.errors), (self.proc.stdout, self.output)):
+            threading.Thread(target=self._pump, args=(stream, lines), daemon=True).start()
+        self.urls: List[str] = []
+        if wait_listening:
+            try:
+                wait_until(lambda: self.log_matches(LISTENING) or self.proc.poll() is not None,
+                           timeout_s, message="the Listening line")
+            except AssertionError:
+                self.kill()
+                raise
+            self.urls = [m.group(1) for m in self.log_matches(LISTENING)]
+            if not self.urls:
+                self.kill()
+                raise AssertionError("server did not start:\n" + self.log())
+
+    def _pump(self, stream, lines: List[str]) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                lines.append(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        host, port = self.url.split("//", 1)[1].rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def log(self) -> str:
+        with self._lock:
+            return "".join(self.errors)
+
+    def log_matches(self, pattern: "re.Pattern[str]") -> List["re.Match[str]"]:
+        with self._lock:
+            lines = list(self.errors)
+        return [m for m in map(pattern.search, lines) if m]
+
+    def wait_for_log(self, text: str, timeout_s: float = 10.0, count: int = 1) -> None:
+        wait_until(lambda: self.log().count(text) >= count, timeout_s,
+                   message="%r in the log:\n%s" % (text, self.log()))
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("server still running after %.1fs:\n%s" % (timeout_s, self.log())) from None
+
+    def worker_pids(self) -> List[int]:
+        return children(self.pid)
+
+    def kill(self) -> None:
+        """Stop the master and its workers, whatever state they are in."""
+        if self.proc.poll() is None:
+            workers = children(self.pid)
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            for pid in workers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def children(pid: int) -> List[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    found = []
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as file:
+                found.extend(int(child) for child in file.read().split())
+    except OSError:
+        pass
+    return sorted(found)
+
+
+def get(address: Tuple[str, int], path: str = "/", timeout_s: float = 10.0,
+        headers: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    """One request on a fresh connection: (status, body)."""
+    connection = http.client.HTTPConnection(address[0], address[1], timeout=timeout_s)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+class Load:
+    """Clients sending requests on fresh connections in a loop, counting failures.
+
+    ``pids`` collects the answers of ``/`` (the serving worker's pid).
+    """
+
+    def __init__(self, address: Tuple[str, int], clients: int = 4, path: str = "/") -> None:
+        self.address = address
+        self.path = path
+        self.ok = 0
+        self.failures: List[str] = []
+        self.bodies: List[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _client(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = get(self.address, self.path, timeout_s=10)
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+                continue
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                    self.bodies.append(body)
+                else:
+                    self.failures.append("status %d" % status)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.ok
+
+    def seen(self) -> List[str]:
+        with self._lock:
+            return list(self.bodies)
+
+
+def connect_refused(address: Tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False

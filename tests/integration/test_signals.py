@@ -1,0 +1,133 @@
+"""Signals sent to the master: graceful and immediate stops, SIGHUP, SIGTTIN/SIGTTOU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from .processes import Load, ServerProcess, get, wait_until, write_app
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    write_app(str(tmp_path))
+    return str(tmp_path)
+
+
+@pytest.fixture
+def start(app_dir):
+    servers = []
+
+    def start(*args, env=None):
+        server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args], env=env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+class Request(threading.Thread):
+    """A request in flight on its own thread; ``result`` once it is answered."""
+
+    def __init__(self, address, path):
+        super().__init__(daemon=True)
+        self.address, self.path = address, path
+        self.result = None
+        self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = get(self.address, self.path, timeout_s=20)
+        except Exception as exc:  # handed to the test
+            self.error = exc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_stop_finishes_the_request_in_flight(start, signum):
+    server = start("--workers", "2")
+    server.wait_for_log("serving", count=2)
+    slow = Request(server.address, "/slow?1.0")
+    server.wait_for_log("slow request started")
+    server.send_signal(signum)
+    assert server.wait() == 0
+    slow.join(10)
+    assert slow.result == (200, "slow done"), slow.error
+    assert "Stopped." in server.log()
+
+
+def test_second_sigint_stops_at_once(start):
+    server = start("--timeout-graceful-shutdown", "30")
+    server.wait_for_log("serving")
+    slow = Request(server.address, "/slow?20")
+    server.wait_for_log("slow request started")
+    server.send_signal(signal.SIGINT)
+    server.wait_for_log("Shutting down gracefully")
+    began = time.monotonic()
+    server.send_signal(signal.SIGINT)
+    assert server.wait(10) == 0
+    assert time.monotonic() - began < 5
+    slow.join(10)
+    assert slow.result is None   # cut off, as asked
+
+
+def test_sigquit_stops_at_once(start):
+    server = start()
+    server.wait_for_log("serving")
+    slow = Request(server.address, "/slow?20")
+    server.wait_for_log("slow request started")
+    began = time.monotonic()
+    server.send_signal(signal.SIGQUIT)
+    assert server.wait(10) == 0
+    assert time.monotonic() - began < 5
+    assert server.worker_pids() == []
+
+
+def test_sighup_serves_new_code_without_refusing(start, app_dir):
+    server = start("--workers", "2")
+    server.wait_for_log("serving", count=2)
+    old_workers = set(server.worker_pids())
+    with Load(server.address, clients=4, path="/version") as load:
+        wait_until(lambda: load.count() > 20, message="load running")
+        # Another length, so that a cached bytecode file can never be taken for it.
+        write_app(app_dir, version="v2-after-sighup")
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: not old_workers & set(server.worker_pids())
+                   and len(server.worker_pids()) == 2, timeout_s=15, message="all workers replaced")
+        wait_until(lambda: load.seen()[-1:] == ["v2-after-sighup"], message="new code served")
+        before = load.count()
+        wait_until(lambda: load.count() > before + 20, message="load going on")
+    assert load.failures == []
+    assert get(server.address, "/version")[1] == "v2-after-sighup"
+
+
+def test_sighup_with_broken_code_keeps_the_old_workers(start, app_dir):
+    server = start()
+    server.wait_for_log("serving")
+    worker = server.worker_pids()
+    with open(os.path.join(app_dir, "procapp.py"), "w") as file:
+        file.write("raise RuntimeError('broken on purpose')\n")
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log("the old workers keep serving")
+    assert server.worker_pids() == worker
+    assert get(server.address, "/version") == (200, "v1")
+
+
+def test_ttin_and_ttou_change_the_worker_count(start):
+    server = start("--workers", "1")
+    server.wait_for_log("serving")
+    server.send_signal(signal.SIGTTIN)
+    wait_until(lambda: len(server.worker_pids()) == 2, message="a second worker")
+    server.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(server.worker_pids()) == 1, message="back to one worker")
+    server.send_signal(signal.SIGTTOU)   # never below one
+    assert get(server.address)[0] == 200
+    assert len(server.worker_pids()) == 1

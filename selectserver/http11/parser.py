@@ -1,0 +1,772 @@
+"""The request parser: bytes in, events out, and no I/O.
+
+The connection ``feed()``s whatever ``recv()`` returned and asks
+``next_event()`` what it now knows: a ``Request`` head, body ``Data``, the
+``EndOfMessage``, or ``NEED_DATA``.  One request is handed out at a time;
+after its end the parser says ``PAUSED`` until ``start_next_request()``, so
+pipelined requests wait in the buffer.
+
+The parser is strict wherever leniency lets two parties disagree about where
+a message ends (request smuggling): one framing per message, exact CRLFs,
+exact numbers.  Every fault a client can cause is an ``errors.HTTPError``
+with the status to answer; after one, the parser raises it again forever.
+
+Its invariant: the work done is linear in the bytes received, whatever way
+they are split, and the buffer never grows past a limit by more than one
+``feed()``, provided the caller calls ``next_event()`` after each feed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+from ..errors import (
+    BadRequest,
+    ContentTooLarge,
+    ExpectationFailed,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    NotImplementedCoding,
+    URITooLong,
+    VersionNotSupported,
+)
+from .events import (
+    END_OF_MESSAGE,
+    NEED_DATA,
+    PAUSED,
+    Data,
+    EndOfMessage,
+    Headers,
+    Request,
+)
+from .grammar import (
+    CHUNK_EXT,
+    FIELD_LINE_CHARS,
+    FIELD_NAMES,
+    OWS,
+    REQUEST_LINE_CHARS,
+    SCHEME_CHARS,
+    TCHAR,
+    is_hex,
+    lower_field_name,
+    valid_host,
+)
+
+Event = Union[Request, Data, EndOfMessage, object]
+
+
+class Limits:
+    """Size limits on what a client may send; ``None`` body means no limit.
+
+    ``max_header_bytes`` counts the whole head, request line and final blank
+    line included; ``max_request_line_bytes`` the request line without its
+    CRLF.  The trailer section of a chunked body obeys the same two header
+    limits.
+    """
+
+    __slots__ = ("max_request_line_bytes", "max_header_bytes", "max_header_count",
+                 "max_body_bytes")
+
+    def __init__(
+        self,
+        max_request_line_bytes: int = 8192,
+        max_header_bytes: int = 65536,
+        max_header_count: int = 100,
+        max_body_bytes: Optional[int] = None,
+    ) -> None:
+        for name, value in (("max_request_line_bytes", max_request_line_bytes),
+                            ("max_header_bytes", max_header_bytes),
+                            ("max_header_count", max_header_count)):
+            if type(value) is not int or value < 1:
+                raise ValueError("%s must be a positive int, not %r" % (name, value))
+        if max_body_bytes is not None and (type(max_body_bytes) is not int
+                                           or max_body_bytes < 0):
+            raise ValueError("max_body_bytes must be None or an int >= 0")
+        self.max_request_line_bytes = max_request_line_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.max_body_bytes = max_body_bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Limits):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Limits(%s)" % ", ".join(
+            "%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
+
+
+_DEFAULT_LIMITS = Limits()
+
+# Where the parser is within the current message.
+_HEAD = 0           # waiting for a request head
+_LENGTH_BODY = 1    # a Content-Length body, _remaining bytes to go
+_CHUNK_SIZE = 2     # waiting for a chunk-size line
+_CHUNK_DATA = 3     # inside a chunk, _remaining bytes to go
+_CHUNK_CRLF = 4     # waiting for the CRLF that ends a chunk's data
+_TRAILERS = 5       # after the last chunk, waiting for the trailer section
+_END = 6            # the body is complete; EndOfMessage not yet returned
+_PAUSED = 7         # EndOfMessage returned; waiting for start_next_request()
+_FAILED = 8         # an HTTPError was raised; it is raised again
+
+_KNOWN_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+
+# The fields the parser interprets while it reads the head (RFC 9112 §6 for
+# framing, RFC 9110 §7.2 Host, §7.6.1 Connection, §10.1.1 Expect).
+_SEMANTIC_FIELDS = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+
+# A method is at most this long before a request line can be judged by its
+# first bytes: a TLS ClientHello or other garbage gets its 400 at once instead
+# of after max_request_line_bytes.
+_PREFIX_BYTES = 16
+
+# Larger numbers than these are not a body anyone can send us; refusing them
+# early keeps int() away from attacker-sized digit strings.
+_MAX_CONTENT_LENGTH_DIGITS = 18
+_MAX_CHUNK_SIZE_DIGITS = 16
+_MAX_CHUNK_LINE_BYTES = 4096
+
+
+class RequestParser:
+    """Turns the bytes of HTTP/1.1 requests into events, one request at a time."""
+
+    __slots__ = (
+        "limits",
+        "_buffer",          # bytes or bytearray holding received bytes
+        "_offset",          # where the bytes not yet consumed start in _buffer
+        "_state",           # one of the module's _HEAD ... _FAILED
+        "_searched",        # bytes after _offset already searched for a terminator
+        "_line_searched",   # same, for the request line's CRLF (-1: found)
+        "_remaining",       # body or chunk bytes still to come
+        "_body_received",   # body bytes so far, for max_body_bytes
+        "_end_event",       # the EndOfMessage to return in state _END
+        "_error",           # the HTTPError raised in state _FAILED
+    )
+
+    def __init__(self, limits: Optional[Limits] = None) -> None:
+        self.limits = limits or _DEFAULT_LIMITS
+        self._buffer: Union[bytes, bytearray] = b""
+        self._offset = 0
+        self._state = _HEAD
+        self._searched = 0
+        self._line_searched = 0
+        self._remaining = 0
+        self._body_received = 0
+        self._end_event = END_OF_MESSAGE
+        self._error: Optional[HTTPError] = None
+
+    # -- what the connection asks ------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet handed out as events.
+
+        This counts body bytes of the current request, their chunk framing,
+        and bytes of pipelined requests after it.  The connection uses it for
+        backpressure: stop reading while it is above a high-water mark.
+        """
+        return len(self._buffer) - self._offset
+
+    @property
+    def head_started(self) -> bool:
+        """A request head is awaited and some of it has arrived.
+
+        This is the IDLE -> READING_HEAD signal (leading empty lines count).
+        """
+        return self._state == _HEAD and len(self._buffer) > self._offset
+
+    @property
+    def in_message(self) -> bool:
+        """A ``Request`` was returned and its ``EndOfMessage`` not yet."""
+        return _LENGTH_BODY <= self._state <= _END
+
+    @property
+    def body_complete(self) -> bool:
+        """Every byte of the current request's body has been received.
+
+        True from the ``Request`` on when the request has no body, when the
+        rest of a Content-Length body is buffered, or once the parser has
+        read the last chunk and the trailers; and after ``EndOfMessage``.
+        Chunked bodies are judged by what ``next_event()`` has parsed, not by
+        what ``feed()`` has buffered since.
+        """
+        state = self._state
+        if state == _LENGTH_BODY:
+            return self.buffered_bytes >= self._remaining
+        return state == _END or state == _PAUSED
+
+    @property
+    def body_bytes_buffered(self) -> int:
+        """Bytes of the current request's body buffered (chunk framing included)."""
+        state = self._state
+        if state == _LENGTH_BODY:
+            return min(self.buffered_bytes, self._remaining)
+        if _CHUNK_SIZE <= state <= _TRAILERS:
+            return self.buffered_bytes
+        return 0
+
+    @property
+    def message_complete(self) -> bool:
+        """``EndOfMessage`` was returned; ``next_event()`` says ``PAUSED``."""
+        return self._state == _PAUSED
+
+    # -- feeding and stepping ----------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes.  Never raises for size: next_event() does."""
+        if not data or self._state == _FAILED:
+            return
+        buffer = self._buffer
+        if self._offset == len(buffer):
+            # The usual case, a whole request per recv(): keep the bytes
+            # object itself, no copy.
+            self._buffer = bytes(data)
+            self._offset = 0
+            return
+        if type(buffer) is bytes:
+            buffer = bytearray(memoryview(buffer)[self._offset:])
+        elif self._offset:
+            # O(1) in CPython (bytearray moves its start), a memmove in PyPy;
+            # either way at most once per feed.
+            del buffer[:self._offset]
+        buffer += data
+        self._buffer = buffer
+        self._offset = 0
+
+    def next_event(self) -> Event:
+        """The next event, ``NEED_DATA`` or ``PAUSED``.
+
+        Raises an ``errors.HTTPError`` subclass for anything the client got
+        wrong, and the same one again on every later call.
+        """
+        try:
+            state = self._state
+            if state == _HEAD:
+                return self._read_head()
+            if state == _LENGTH_BODY:
+                return self._read_length_body()
+            if state == _END:
+                self._state = _PAUSED
+                return self._end_event
+            if state == _PAUSED:
+                return PAUSED
+            if state == _FAILED:
+                raise self._error  # type: ignore[misc]
+            return self._read_chunked_body()
+        except HTTPError as exc:
+            self._state = _FAILED
+            self._error = exc
+            # The bytes cannot be trusted any more; do not keep them.
+            self._buffer = b""
+            self._offset = 0
+            raise
+
+    def start_next_request(self) -> None:
+        """Let the parser read the next pipelined request.
+
+        Only valid after ``EndOfMessage`` (else ``RuntimeError``: a bug in
+        the caller, not the client).
+        """
+        if self._state != _PAUSED:
+            raise RuntimeError("start_next_request() before the end of the message")
+        self._state = _HEAD
+        self._searched = 0
+        self._line_searched = 0
+        self._end_event = END_OF_MESSAGE
+
+    def take_unparsed(self) -> bytes:
+        """Remove and return every byte not yet handed out as an event.
+
+        For a protocol upgrade: after the ``Request`` of a bodyless upgrade
+        request, these are the first bytes of the new protocol.
+        """
+        unparsed = bytes(self._buffer[self._offset:])
+        self._buffer = b""
+        self._offset = 0
+        self._searched = 0
+        self._line_searched = 0
+        return unparsed
+
+    # -- the head ------------------------------------------------------------
+
+    def _read_head(self) -> Event:
+        buffer, start = self._buffer, self._offset
+        if buffer.startswith(b"\r\n", start):
+            start = self._skip_empty_lines(buffer, start)
+        end = buffer.find(b"\r\n\r\n", start + self._searched)
+        if end < 0:
+            return self._incomplete_head(buffer, start)
+
+        limits = self.limits
+        if end + 4 - start > limits.max_header_bytes:
+            self._raise_head_limit(buffer, start, end)
+        head = _slice(buffer, start, end)
+        self._consume(end + 4)
+        self._searched = 0
+        self._line_searched = 0
+
+        lines = head.split(b"\r\n")
+        request_line = lines[0]
+        if len(request_line) > limits.max_request_line_bytes:
+            self._raise_head_limit(buffer, start, end)
+        # Each CRLF left two octets; anything more is a CTL, a bare CR or LF.
+        # Checked before the request line is read, so that the answer does
+        # not depend on how the head was split into feeds (see _incomplete_head).
+        if len(head.translate(None, FIELD_LINE_CHARS)) != 2 * (len(lines) - 1):
+            raise BadRequest(_octet_error(lines))
+        if request_line.translate(None, REQUEST_LINE_CHARS):
+            raise BadRequest("invalid octet in the request line")
+        parts = request_line.split(b" ")
+        if len(parts) != 3:
+            raise BadRequest("the request line is not method SP target SP version")
+        method, target, version = parts
+        if not method or method.translate(None, TCHAR):
+            raise BadRequest("the method is not a token")
+        http_version = _KNOWN_VERSIONS.get(version) or _parse_version(version)
+        if target[:1] != b"/" or method == b"CONNECT":
+            _check_target_form(method, target)
+        if len(lines) - 1 > limits.max_header_count:
+            raise HeaderFieldsTooLarge("more than %d header fields" % limits.max_header_count)
+
+        headers, semantic = _parse_field_lines(lines[1:])
+        request = self._request(method, target, http_version, headers, semantic)
+        if request.chunked:
+            self._state = _CHUNK_SIZE
+            self._body_received = 0
+        elif request.content_length:
+            self._state = _LENGTH_BODY
+            self._remaining = request.content_length
+        else:
+            self._state = _END
+        return request
+
+    def _skip_empty_lines(self, buffer: Union[bytes, bytearray], start: int) -> int:
+        # RFC 9112 §2.2: a server SHOULD ignore at least one empty line
+        # received before the request line.  We ignore any number: they are
+        # consumed as they come, so they cost no memory.
+        while buffer.startswith(b"\r\n", start):
+            start += 2
+        self._consume(start)
+        self._searched = 0
+        self._line_searched = 0
+        return self._offset
+
+    def _incomplete_head(self, buffer: Union[bytes, bytearray], start: int) -> Event:
+        """Check what can be checked of a head whose end has not arrived.
+
+        The answer must not depend on how the bytes were split into feeds,
+        so each check looks only at the bytes before the point where a limit
+        is certainly broken, and _raise_head_limit() repeats them in the
+        same order for a head that arrived whole.
+        """
+        received = len(buffer) - start
+        if self._searched <= _PREFIX_BYTES:
+            if received == 1 and buffer[start] == 13:
+                return NEED_DATA  # maybe the first half of an empty line
+            _check_method_prefix(buffer, start)
+        limits = self.limits
+        line_limit = limits.max_request_line_bytes + 2    # with its CRLF
+        if self._line_searched >= 0:
+            line_end = buffer.find(b"\r\n", start + max(0, self._line_searched - 1),
+                                   start + line_limit)
+            self._line_searched = -1 if line_end >= 0 else received
+        # Until the request line ends, its limit is the one that applies.
+        bound = limits.max_header_bytes + 1 if self._line_searched < 0 else line_limit
+        _check_no_double_lf(buffer, start + max(0, self._searched - 1), start + bound)
+        self._searched = max(0, received - 3)
+        if self._line_searched >= 0:
+            if received >= line_limit:
+                raise URITooLong("request line longer than %d bytes"
+                                 % limits.max_request_line_bytes)
+        elif received > limits.max_header_bytes:
+            raise HeaderFieldsTooLarge("head larger than %d bytes" % limits.max_header_bytes)
+        return NEED_DATA
+
+    def _raise_head_limit(self, buffer: Union[bytes, bytearray], start: int, end: int) -> None:
+        """A complete head broke a size limit: raise what _incomplete_head()
+        would have raised had the same bytes come one at a time."""
+        limits = self.limits
+        _check_method_prefix(buffer, start)
+        line_limit = limits.max_request_line_bytes + 2
+        if buffer.find(b"\r\n", start, start + line_limit) < 0:
+            _check_no_double_lf(buffer, start, start + line_limit)
+            raise URITooLong("request line longer than %d bytes"
+                             % limits.max_request_line_bytes)
+        _check_no_double_lf(buffer, start, start + limits.max_header_bytes + 1)
+        raise HeaderFieldsTooLarge("head larger than %d bytes" % limits.max_header_bytes)
+
+    def _request(self, method: bytes, target: bytes, http_version: str,
+                 headers: Headers, semantic: Headers) -> Request:
+        """Build the Request, applying the rules of the fields that frame it."""
+        hosts = 0
+        content_length: Optional[int] = None
+        transfer_codings: Optional[List[bytes]] = None
+        connection_options: List[bytes] = []
+        expectations: List[bytes] = []
+        for name, value in semantic:
+            if name == b"host":
+                hosts += 1
+                if hosts > 1:
+                    raise BadRequest("several Host fields")  # RFC 9112 §3.2
+                if value not in _VALID_HOSTS and not _remember_host(value):
+                    raise BadRequest("invalid Host")  # RFC 9112 §3.2
+            elif name == b"content-length":
+                length = _parse_content_length(value)
+                if content_length is not None and length != content_length:
+                    # RFC 9112 §6.3 (5): differing lengths are unrecoverable.
+                    raise BadRequest("conflicting Content-Length values")
+                content_length = length
+            elif name == b"transfer-encoding":
+                transfer_codings = (transfer_codings or []) + _list_elements(value)
+            elif name == b"connection":
+                connection_options += _list_elements(value)
+            else:
+                expectations += _list_elements(value)
+
+        if not hosts and http_version == "1.1":
+            raise BadRequest("HTTP/1.1 request without Host")  # RFC 9112 §3.2
+        if transfer_codings is not None:
+            if http_version == "1.0":
+                # RFC 9112 §6.1: Transfer-Encoding in a 1.0 message means the
+                # framing is faulty, whatever else it says; refuse it.
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+            if content_length is not None:
+                # RFC 9112 §6.1: two framings is how requests are smuggled.
+                raise BadRequest("both Transfer-Encoding and Content-Length")
+            _check_transfer_codings(transfer_codings)
+        elif content_length is not None:
+            max_body_bytes = self.limits.max_body_bytes
+            if max_body_bytes is not None and content_length > max_body_bytes:
+                raise ContentTooLarge("body larger than %d bytes" % max_body_bytes)
+        expect_continue = False
+        if expectations:
+            if expectations.count(b"100-continue") != len(expectations):
+                raise ExpectationFailed("only 100-continue is supported")  # RFC 9110 §10.1.1
+            # RFC 9110 §10.1.1: a server MUST ignore 100-continue from HTTP/1.0.
+            expect_continue = http_version == "1.1"
+
+        # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only on "keep-alive".
+        if http_version == "1.1":
+            keep_alive = b"close" not in connection_options
+        else:
+            keep_alive = (b"keep-alive" in connection_options
+                          and b"close" not in connection_options)
+        return Request(method, target, http_version, headers, keep_alive,
+                       expect_continue, content_length, transfer_codings is not None)
+
+    # -- the body ------------------------------------------------------------
+
+    def _read_length_body(self) -> Event:
+        available = len(self._buffer) - self._offset
+        if not available:
+            return NEED_DATA
+        size = min(available, self._remaining)
+        data = self._take(size)
+        self._remaining -= size
+        if not self._remaining:
+            self._state = _END
+        return Data(data)
+
+    def _read_chunked_body(self) -> Event:
+        """Return all chunk data buffered now, across chunks, as one Data.
+
+        Data is handed out as it arrives, not a chunk at a time, so a large
+        chunk streams and never has to fit in the buffer.
+        """
+        pieces = []
+        while True:
+            state = self._state
+            if state == _CHUNK_DATA:
+                available = len(self._buffer) - self._offset
+                if not available:
+                    break
+                size = min(available, self._remaining)
+                pieces.append(self._take(size))
+                self._remaining -= size
+                if not self._remaining:
+                    self._state = _CHUNK_CRLF
+            elif state == _CHUNK_SIZE:
+                if not self._read_chunk_size():
+                    break
+            elif state == _CHUNK_CRLF:
+                # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+                ending = self._buffer[self._offset:self._offset + 2]
+                if ending != b"\r\n":
+                    if ending == b"\r" or not ending:
+                        break
+                    raise BadRequest("chunk data not followed by CRLF")
+                self._consume(self._offset + 2)
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILERS:
+                if not self._read_trailers():
+                    break
+            else:  # _END
+                break
+        if pieces:
+            return Data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if self._state == _END:
+            self._state = _PAUSED
+            return self._end_event
+        return NEED_DATA
+
+    def _read_chunk_size(self) -> bool:
+        """Parse one chunk-size line; False if it has not fully arrived."""
+        buffer, start = self._buffer, self._offset
+        line_end = buffer.find(b"\r\n", start + self._searched)
+        if line_end < 0:
+            received = len(buffer) - start
+            if buffer.find(b"\n", start + self._searched) >= 0:
+                raise BadRequest("bare LF line ending")
+            if received >= _MAX_CHUNK_LINE_BYTES + 2:
+                raise BadRequest("chunk-size line too long")
+            self._searched = max(0, received - 1)
+            return False
+        if line_end - start > _MAX_CHUNK_LINE_BYTES:
+            raise BadRequest("chunk-size line too long")
+        line = _slice(buffer, start, line_end)
+        self._consume(line_end + 2)
+        self._searched = 0
+        size_hex, semicolon, extension = line.partition(b";")
+        if semicolon:
+            # RFC 9112 §7.1.1: BWS before ";" is allowed; the extensions
+            # are checked and ignored.
+            size_hex = size_hex.rstrip(OWS)
+            if not CHUNK_EXT.fullmatch(line, len(size_hex)):
+                raise BadRequest("invalid chunk extension")
+        if not is_hex(size_hex) or len(size_hex) > _MAX_CHUNK_SIZE_DIGITS:
+            raise BadRequest("invalid chunk size")
+        size = int(size_hex, 16)
+        if size == 0:
+            self._state = _TRAILERS
+            return True
+        self._body_received += size
+        max_body_bytes = self.limits.max_body_bytes
+        if max_body_bytes is not None and self._body_received > max_body_bytes:
+            raise ContentTooLarge("body larger than %d bytes" % max_body_bytes)
+        self._remaining = size
+        self._state = _CHUNK_DATA
+        return True
+
+    def _read_trailers(self) -> bool:
+        """Parse the trailer section; False if it has not fully arrived."""
+        # RFC 9112 §7.1.2: trailer-section = *( field-line CRLF ), then CRLF.
+        buffer, start = self._buffer, self._offset
+        if buffer.startswith(b"\r\n", start):
+            self._consume(start + 2)
+            self._state = _END
+            return True
+        end = buffer.find(b"\r\n\r\n", start + self._searched)
+        limits = self.limits
+        if end < 0 or end + 4 - start > limits.max_header_bytes:
+            # As for the head: the same answer however the bytes were split.
+            if buffer.startswith(b"\n", start):
+                raise BadRequest("bare LF line ending")
+            searched = max(0, self._searched - 1) if end < 0 else 0
+            _check_no_double_lf(buffer, start + searched, start + limits.max_header_bytes + 1)
+            received = len(buffer) - start
+            if end >= 0 or received > limits.max_header_bytes:
+                raise HeaderFieldsTooLarge("trailers larger than %d bytes"
+                                           % limits.max_header_bytes)
+            self._searched = max(0, received - 3)
+            return False
+        section = _slice(buffer, start, end)
+        self._consume(end + 4)
+        self._searched = 0
+        lines = section.split(b"\r\n")
+        if len(section.translate(None, FIELD_LINE_CHARS)) != 2 * (len(lines) - 1):
+            raise BadRequest(_octet_error(lines))
+        if len(lines) > limits.max_header_count:
+            raise HeaderFieldsTooLarge("more than %d trailer fields" % limits.max_header_count)
+        # Trailers are handed over as sent; none of them frames anything.
+        self._end_event = EndOfMessage(_parse_field_lines(lines)[0])
+        self._state = _END
+        return True
+
+    # -- the buffer ----------------------------------------------------------
+
+    def _take(self, size: int) -> bytes:
+        """Consume and return the next ``size`` bytes (``size`` <= buffered)."""
+        start = self._offset
+        data = _slice(self._buffer, start, start + size)
+        self._consume(start + size)
+        return data
+
+    def _consume(self, offset: int) -> None:
+        """Mark the bytes before ``offset`` as used; drop the buffer when empty."""
+        if offset >= len(self._buffer):
+            self._buffer = b""
+            self._offset = 0
+        else:
+            self._offset = offset
+
+
+def _slice(buffer: Union[bytes, bytearray], start: int, end: int) -> bytes:
+    """``buffer[start:end]`` as bytes, copied once."""
+    if type(buffer) is bytes:
+        return buffer[start:end]
+    return bytes(memoryview(buffer)[start:end])
+
+
+def _parse_field_lines(lines: List[bytes]) -> Tuple[Headers, Headers]:
+    """RFC 9112 §5: field-line = field-name ":" OWS field-value OWS.
+
+    Returns all fields, lowercased names, and separately those the parser
+    interprets.  The octets were checked by the caller.
+    """
+    headers: Headers = []
+    semantic: Headers = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        lowered = FIELD_NAMES.get(name) or lower_field_name(name)
+        if lowered is None or not colon:
+            raise BadRequest(_field_line_error(line))
+        value = value.strip(OWS)
+        headers.append((lowered, value))
+        if lowered in _SEMANTIC_FIELDS:
+            semantic.append((lowered, value))
+    return headers, semantic
+
+
+def _check_method_prefix(buffer: Union[bytes, bytearray], start: int) -> None:
+    """Refuse at once a request whose first bytes cannot start a method."""
+    method = bytes(buffer[start:start + _PREFIX_BYTES]).partition(b" ")[0]
+    if method.translate(None, TCHAR) or (not method and len(buffer) > start):
+        raise BadRequest("the request does not start with a method")
+
+
+def _parse_version(version: bytes) -> str:
+    """The served version of an uncommon HTTP-version, or raise.
+
+    RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT.  A higher 1.x minor
+    is served as 1.1 (RFC 9110 §6.2); another major, well-formed or as a bare
+    "HTTP/2", is 505; anything else is not HTTP and is 400.
+    """
+    number = version[5:] if version[:5] == b"HTTP/" else b""
+    major, dot, minor = number.partition(b".")
+    if len(major) != 1 or not major.isdigit() or (dot and (len(minor) != 1
+                                                          or not minor.isdigit())):
+        raise BadRequest("invalid HTTP version")
+    if major != b"1":
+        raise VersionNotSupported("HTTP/%s is not supported" % major.decode())
+    if not dot:
+        raise BadRequest("invalid HTTP version")
+    return "1.1"
+
+
+def _check_target_form(method: bytes, target: bytes) -> None:
+    """RFC 9112 §3.2: the request-target forms other than origin-form."""
+    if method == b"CONNECT":
+        # §3.2.3: authority-form, and only for CONNECT.
+        if target[:1] == b":" or not valid_host(target, port_required=True):
+            raise BadRequest("CONNECT needs a host:port target")
+    elif target == b"*":
+        # §3.2.4: asterisk-form, only for a server-wide OPTIONS.
+        if method != b"OPTIONS":
+            raise BadRequest("only OPTIONS may target *")
+    else:
+        # §3.2.2: absolute-form, scheme ":" hier-part (RFC 3986 §4.3).
+        scheme, colon, _ = target.partition(b":")
+        if not (colon and scheme[:1].isalpha() and not scheme.translate(None, SCHEME_CHARS)):
+            raise BadRequest("invalid request target")
+
+
+def _parse_content_length(value: bytes) -> int:
+    """RFC 9110 §8.6: Content-Length = 1*DIGIT; no sign, space or hex.
+
+    A list of identical values (from a proxy that merged two fields) is
+    accepted, as RFC 9110 §8.6 allows.  Over 18 digits is a 413: no body that
+    long can be sent, and int() never sees an attacker-sized string.
+    """
+    if value.isdigit() and len(value) <= _MAX_CONTENT_LENGTH_DIGITS:
+        return int(value)
+    lengths = set()
+    for element in value.split(b","):
+        element = element.strip(OWS)
+        if not element.isdigit():
+            raise BadRequest("invalid Content-Length")
+        if len(element) > _MAX_CONTENT_LENGTH_DIGITS:
+            raise ContentTooLarge("Content-Length has more than %d digits"
+                                  % _MAX_CONTENT_LENGTH_DIGITS)
+        lengths.add(int(element))
+    if len(lengths) > 1:
+        raise BadRequest("conflicting Content-Length values")
+    return lengths.pop()
+
+
+def _list_elements(value: bytes) -> List[bytes]:
+    """RFC 9110 §5.6.1: a #list, lowercased, with empty elements dropped."""
+    if b"," not in value:
+        return [value.lower()] if value else []  # already OWS-stripped
+    elements = [e.strip(OWS) for e in value.lower().split(b",")]
+    return [e for e in elements if e]
+
+
+# Host values already proved valid: a server sees the same few on every
+# request.  Bounded like grammar.FIELD_NAMES.
+_VALID_HOSTS = set()
+_VALID_HOSTS_MAX = 64
+_HOST_MAX_BYTES = 256
+
+
+def _remember_host(value: bytes) -> bool:
+    """valid_host(value), remembering a short valid one."""
+    if not valid_host(value):
+        return False
+    if len(value) <= _HOST_MAX_BYTES:
+        if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(value)
+    return True
+
+
+def _check_transfer_codings(codings: List[bytes]) -> None:
+    """Accept exactly one final ``chunked``; we decode no other coding."""
+    if not codings or codings[-1] != b"chunked":
+        # RFC 9112 §6.3 (4): without a final chunked the length cannot be
+        # known; MUST answer 400 and close.
+        raise BadRequest("Transfer-Encoding does not end with chunked")
+    if b"chunked" in codings[:-1]:
+        # RFC 9112 §6.1: chunked MUST NOT be applied more than once.
+        raise BadRequest("chunked applied more than once")
+    if len(codings) > 1:
+        # RFC 9112 §6.1: a server SHOULD answer 501 to a coding it does not
+        # understand, and we decode none but chunked.
+        raise NotImplementedCoding("unsupported transfer coding %r"
+                                   % codings[0].decode("latin-1"))
+
+
+def _check_no_double_lf(buffer: Union[bytes, bytearray], start: int, end: int) -> None:
+    """Refuse LF LF, the end of a head written with bare LFs.
+
+    RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator; we
+    do not (two parsers that disagree on line ends can be made to disagree on
+    messages).  Spotting LF LF early answers such a client with 400 rather
+    than leaving it to wait for a CRLF CRLF that will never come.
+    """
+    if buffer.find(b"\n\n", start, end) >= 0:
+        raise BadRequest("bare LF line ending")
+
+
+def _octet_error(lines: List[bytes]) -> str:
+    for line in lines:
+        if b"\n" in line:
+            return "bare LF line ending"
+        if b"\r" in line:
+            return "bare CR in the head"
+    return "control character in the head"
+
+
+def _field_line_error(line: bytes) -> str:
+    if line[:1] in (b" ", b"\t"):
+        # RFC 9112 §5.2: a server MUST reject obs-fold (or replace it); we reject.
+        return "obsolete line folding"
+    name = line.partition(b":")[0]
+    if b":" not in line:
+        return "header line without a colon"
+    if name[-1:] in (b" ", b"\t"):
+        # RFC 9112 §5.1: whitespace before the colon MUST be rejected.
+        return "whitespace between field name and colon"
+    return "invalid field name"
+

@@ -1,0 +1,294 @@
+"""The response writer: what the application says, as HTTP/1.1 bytes.
+
+One ``ResponseWriter`` per request turns the status and headers an
+application gives into a head, frames the body (Content-Length, chunked or
+until close) and decides the one thing the connection needs to know after
+the response: ``keep_alive``, whether another request may follow on it.
+
+The writer never emits a byte the application got wrong: a bad status, a
+header name that is not a token, or a CR, LF or NUL in a value raises
+``errors.InvalidResponse`` before anything is returned.  It does no I/O and
+keeps no clock; the caller passes the Date and Server lines in, cached once
+a second.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Tuple
+
+from ..errors import InvalidResponse
+from .events import Request
+from .grammar import FIELD_NAMES, OWS, REASON_PHRASES, lower_field_name
+
+# RFC 9110 §15.2.1: sent by the connection before reading a body that the
+# client announced with "Expect: 100-continue".
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
+# We always answer as HTTP/1.1, also to 1.0 clients (RFC 9110 §6.2).
+_STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    for status, reason in REASON_PHRASES.items()
+}
+
+# How the body is delimited.
+_NO_BODY = 0       # HEAD, 1xx, 204, 304: whatever the app sends is dropped
+_LENGTH = 1        # Content-Length: bytes beyond it are dropped
+_CHUNKED = 2       # RFC 9112 §7.1
+_UNTIL_CLOSE = 3   # an HTTP/1.0 client without Content-Length: close ends it
+
+# The app's fields the writer must read to frame and persist the response.
+_SEMANTIC_FIELDS = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"date", b"server"))
+
+_MAX_CONTENT_LENGTH_DIGITS = 18
+
+
+class ResponseWriter:
+    """Serializes the response to one request.
+
+    Call ``head()`` once, ``body()`` any number of times, ``end()`` once;
+    out of order they raise ``InvalidResponse``.  Afterwards ``keep_alive``
+    says whether the connection may read another request.
+    """
+
+    __slots__ = (
+        "request",       # the Request being answered
+        "status",        # int, once head() ran (0 before)
+        "keep_alive",    # may the connection carry another request after this
+        "bytes_sent",    # body bytes passed on (after dropping), for the access log
+        "started",       # head() ran
+        "finished",      # end() ran
+        "_framing",      # one of _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE
+        "_remaining",    # with _LENGTH: body bytes still owed
+    )
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.status = 0
+        self.keep_alive = request.keep_alive
+        self.bytes_sent = 0
+        self.started = False
+        self.finished = False
+        self._framing = _NO_BODY
+        self._remaining = 0
+
+    def head(self, status: int, headers: Iterable[Tuple[bytes, bytes]],
+             date_server: bytes) -> bytes:
+        """The status line and header section, ending with the blank line.
+
+        ``date_server`` is a block of complete field lines (normally
+        ``date: ...`` and ``server: ...``); a line whose field the app sent
+        itself is left out.  Only 101 may be sent among the 1xx codes: the
+        connection sends 100 itself (``CONTINUE``), and other interim
+        responses are not supported.
+        """
+        if self.started:
+            raise InvalidResponse("the response has already started")
+        status_line = _STATUS_LINES.get(status) if type(status) is int else None
+        if status_line is None:
+            status, status_line = _uncommon_status_line(status)
+        if status < 200 and status != 101:
+            raise InvalidResponse("interim response %d is not supported" % status)
+        request = self.request
+        # RFC 9110 §8.6 and RFC 9112 §6.1: no Content-Length or
+        # Transfer-Encoding in a 1xx or 204.  HEAD and 304 keep the app's, which
+        # describe the body a GET would have had.
+        framing_allowed = status >= 200 and status != 204
+        body_allowed = framing_allowed and status != 304 and request.method != b"HEAD"
+
+        lines = [status_line, date_server]
+        semantic: Optional[List[Tuple[bytes, bytes]]] = None
+        try:
+            for name, value in headers:
+                lowered = FIELD_NAMES.get(name) or lower_field_name(name)
+                if lowered is None:
+                    raise InvalidResponse("header name %r is not a token" % (name,))
+                if lowered in _SEMANTIC_FIELDS:
+                    value = bytes(value)
+                    if semantic is None:
+                        semantic = []
+                    semantic.append((lowered, value))
+                    if ((lowered == b"content-length" and not framing_allowed)
+                            or (lowered == b"transfer-encoding"
+                                and (body_allowed or not framing_allowed))):
+                        continue  # framed by us below, or not allowed at all
+                lines.append(name + b": " + value + b"\r\n")
+        except InvalidResponse:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise InvalidResponse("headers must be (bytes, bytes) pairs") from exc
+
+        content_length: Optional[int] = None
+        app_close = app_keep_alive = False
+        if semantic is not None:
+            content_length, app_close, app_keep_alive, date_server = (
+                _read_semantic_fields(semantic, date_server))
+            lines[1] = date_server
+
+        if not body_allowed:
+            self._framing = _NO_BODY
+        elif content_length is not None:
+            self._framing = _LENGTH
+            self._remaining = content_length
+        elif request.http_version == "1.1":
+            self._framing = _CHUNKED
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            # RFC 9112 §6.3 (8): with neither, the body ends when we close.
+            self._framing = _UNTIL_CLOSE
+
+        keep_alive = (request.keep_alive and not app_close
+                      and self._framing != _UNTIL_CLOSE and status != 101)
+        if status != 101:
+            # A 101 hands the connection to another protocol; its Connection
+            # field ("upgrade") is the app's and must stay as it is.
+            if not keep_alive and not app_close:
+                lines.append(b"connection: close\r\n")  # RFC 9112 §9.6
+            elif keep_alive and request.http_version == "1.0" and not app_keep_alive:
+                lines.append(b"connection: keep-alive\r\n")  # RFC 9112 §9.3
+        lines.append(b"\r\n")
+        head = b"".join(lines)
+        # Each line we joined ends in one CRLF; a value that smuggled in a CR
+        # or LF shows up as an extra one.  NUL is refused too (RFC 9110 §5.5).
+        newlines = len(lines) - 1 + date_server.count(b"\n")
+        if head.count(b"\n") != newlines or head.count(b"\r") != newlines or b"\0" in head:
+            raise InvalidResponse(_value_error(lines[2:]))
+
+        self.status = status
+        self.keep_alive = keep_alive
+        self.started = True
+        return head
+
+    def body(self, data: bytes) -> bytes:
+        """``data`` framed for the wire; ``b""`` when there is nothing to send."""
+        if not self.started or self.finished:
+            raise InvalidResponse("body sent outside of a response")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise InvalidResponse("body must be bytes, not %s" % type(data).__name__)
+            data = bytes(data)
+        framing = self._framing
+        if not data or framing == _NO_BODY:
+            return b""
+        if framing == _LENGTH:
+            if len(data) > self._remaining:
+                data = data[:self._remaining]
+            self._remaining -= len(data)
+        self.bytes_sent += len(data)
+        if framing == _CHUNKED:
+            # RFC 9112 §7.1: chunk = chunk-size CRLF chunk-data CRLF
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
+
+    def file_body(self, count: int) -> int:
+        """Account for ``count`` body bytes the caller sends straight from a
+        file (``os.sendfile``); returns how many of them to send.
+
+        Raises ``InvalidResponse`` under chunked framing: file bytes are not chunks.
+        """
+        if not self.started or self.finished:
+            raise InvalidResponse("body sent outside of a response")
+        framing = self._framing
+        if framing == _NO_BODY:
+            return 0
+        if framing == _CHUNKED:
+            raise InvalidResponse("a body sent from a file needs a Content-Length")
+        if framing == _LENGTH:
+            count = min(count, self._remaining)
+            self._remaining -= count
+        self.bytes_sent += count
+        return count
+
+    def end(self) -> bytes:
+        """The bytes that end the body: the last chunk, or ``b""``.
+
+        A Content-Length body that got fewer bytes than announced cannot be
+        ended: the connection must close, so ``keep_alive`` becomes False.
+        """
+        if not self.started or self.finished:
+            raise InvalidResponse("end of a response that is not in progress")
+        self.finished = True
+        if self._framing == _CHUNKED:
+            return b"0\r\n\r\n"  # last-chunk, no trailers, CRLF
+        if self._framing == _LENGTH and self._remaining:
+            self.keep_alive = False
+        return b""
+
+
+def error_response(status: int, date_server: bytes, detail: str = "") -> bytes:
+    """A complete plain-text response the server sends on its own, with
+    ``connection: close``: the answer to an ``HTTPError`` or an app failure."""
+    reason = REASON_PHRASES.get(status, b"")
+    body = b"%d %s\n" % (status, reason)
+    if detail:
+        body += detail.encode("utf-8", "replace") + b"\n"
+    return b"".join((
+        _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status,
+        date_server,
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n\r\n",
+        body,
+    ))
+
+
+def _uncommon_status_line(status: object) -> Tuple[int, bytes]:
+    """Validate a status that is not a plain int with a known reason phrase."""
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise InvalidResponse("status must be an int, not %r" % (status,))
+    status = int(status)  # an IntEnum such as http.HTTPStatus
+    if not 100 <= status <= 999:
+        # RFC 9110 §15: status-code = 3DIGIT
+        raise InvalidResponse("status %d is not three digits" % status)
+    # An empty reason phrase is valid (RFC 9112 §4); clients ignore it.
+    return status, _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+
+
+def _read_semantic_fields(
+    semantic: List[Tuple[bytes, bytes]], date_server: bytes
+) -> Tuple[Optional[int], bool, bool, bytes]:
+    """Read the app's framing and persistence fields.
+
+    Returns (content_length, close, keep_alive, date_server), where
+    date_server has lost the lines of the fields the app sent itself.
+    """
+    content_length: Optional[int] = None
+    chunked = close = keep_alive = False
+    own_fields = []
+    for name, value in semantic:
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+                raise InvalidResponse("invalid content-length %r" % (value,))
+            if content_length is not None and int(value) != content_length:
+                raise InvalidResponse("two different content-length values")
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            if value.lower().strip(OWS) != b"chunked":
+                # We could not frame the body under another coding.  A
+                # "chunked" is taken as a request for what we do anyway
+                # without a Content-Length; the line itself is ours to write.
+                raise InvalidResponse("transfer-encoding other than chunked")
+            chunked = True
+        elif name == b"connection":
+            tokens = [t.strip(OWS) for t in value.lower().split(b",")]
+            close = close or b"close" in tokens
+            keep_alive = keep_alive or b"keep-alive" in tokens
+        else:
+            own_fields.append(name)
+    if chunked and content_length is not None:
+        # RFC 9112 §6.2: never both.
+        raise InvalidResponse("both content-length and transfer-encoding")
+    if own_fields:
+        date_server = b"".join(
+            line + b"\r\n" for line in date_server.split(b"\r\n")
+            if line and (lower_field_name(line.partition(b":")[0]) not in own_fields))
+    return content_length, close, keep_alive, date_server
+
+
+def _value_error(lines: List[bytes]) -> str:
+    for line in lines:
+        if line.count(b"\n") > 1 or line.count(b"\r") > 1 or b"\0" in line:
+            name = line.partition(b":")[0]
+            return "header %r has a CR, LF or NUL in its value" % (name,)
+    return "CR, LF or NUL in the head"

@@ -162,43 +162,42 @@ class ResponseWriter:
 
     def body(self, data: bytes) -> bytes:
         """``data`` framed for the wire; ``b""`` when there is nothing to send."""
-        if not self.started or self.finished:
-            raise InvalidResponse("body sent outside of a response")
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
                 raise InvalidResponse("body must be bytes, not %s" % type(data).__name__)
             data = bytes(data)
-        framing = self._framing
-        if not data or framing == _NO_BODY:
+        size = self._account(len(data))
+        if not size:
             return b""
-        if framing == _LENGTH:
-            if len(data) > self._remaining:
-                data = data[:self._remaining]
-            self._remaining -= len(data)
-        self.bytes_sent += len(data)
-        if framing == _CHUNKED:
+        if self._framing == _CHUNKED:
             # RFC 9112 §7.1: chunk = chunk-size CRLF chunk-data CRLF
-            return b"%x\r\n%s\r\n" % (len(data), data)
-        return data
+            return b"%x\r\n%s\r\n" % (size, data)
+        return data if size == len(data) else data[:size]
 
     def file_body(self, count: int) -> int:
-        """Account for ``count`` body bytes the caller sends straight from a
-        file (``os.sendfile``); returns how many of them to send.
+        """Account for ``count`` body bytes that the caller sends itself
+        (``os.sendfile``); return how many of them to send.
 
-        Raises ``InvalidResponse`` under chunked framing: file bytes are not chunks.
+        Raises ``InvalidResponse`` for a chunked response: a file's bytes
+        cannot be sent as they are inside chunks.
         """
+        if self._framing == _CHUNKED and self.started:
+            raise InvalidResponse("a file body needs a content-length")
+        return self._account(count)
+
+    def _account(self, size: int) -> int:
+        """How many of ``size`` body bytes may go out; counts them as sent."""
         if not self.started or self.finished:
             raise InvalidResponse("body sent outside of a response")
         framing = self._framing
         if framing == _NO_BODY:
             return 0
-        if framing == _CHUNKED:
-            raise InvalidResponse("a body sent from a file needs a Content-Length")
         if framing == _LENGTH:
-            count = min(count, self._remaining)
-            self._remaining -= count
-        self.bytes_sent += count
-        return count
+            # Bytes beyond Content-Length would be read as the next response.
+            size = min(size, self._remaining)
+            self._remaining -= size
+        self.bytes_sent += size
+        return size
 
     def end(self) -> bytes:
         """The bytes that end the body: the last chunk, or ``b""``.

@@ -85,6 +85,7 @@ OPTIONS: List[tuple] = [
     # -- logs
     (("--log-level",), "log_level", dict(choices=LOG_LEVELS, help="Log level. [default: info]")),
     (("--log-config",), "log_config", dict(metavar="FILE", help="Logging configuration: JSON dictConfig or ini fileConfig.")),
+    (("--trace",), "trace", dict(action="store_true", default=None, help="Print every select() and connection state change (for learning and debugging).")),
     (("--access-log",), "access_log", dict(action=argparse.BooleanOptionalAction, default=None, help="Log one line per response. [default: on]")),
     (("--access-log-format",), "access_log_format", dict(metavar="FORMAT", help="Access line format, gunicorn-style (%%(h)s %%(r)s %%(s)s ...).")),
 ]

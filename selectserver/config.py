@@ -100,6 +100,7 @@ class Config:
     # logs
     log_level: str = "info"
     log_config: Optional[str] = None
+    trace: bool = False                   # print selects and state transitions (trace.py)
     access_log: bool = True
     access_log_format: Optional[str] = None
 

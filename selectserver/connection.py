@@ -173,6 +173,9 @@ class ServerState:
         # With TLS, the worker sets the server's ssl.SSLContext here.
         self.ssl_context: Optional[ssl.SSLContext] = None
         self.limit_concurrency = config.limit_concurrency
+        # Called as trace(conn, old_state, new_state) on every transition
+        # when --trace is on (see trace.py).
+        self.trace: Optional[Callable[["Connection", State, State], None]] = None
         # Called as on_response(conn, request, writer, duration_s) after
         # every response; the worker sets it when the access log is on.
         self.on_response: Optional[Callable[..., None]] = None
@@ -223,7 +226,10 @@ class Connection:
     def _set_state(self, new: State) -> None:
         if new not in TRANSITIONS[self.state]:
             raise RuntimeError("illegal transition %s -> %s" % (self.state, new))
-        self.state = new
+        old, self.state = self.state, new
+        trace = self.server.trace
+        if trace is not None:
+            trace(self, old, new)
         timeout = self.server.timeouts_s.get(new)
         # RUNNING has no deadline: how long the app takes is its business.
         self.deadline = _monotonic() + timeout if timeout else 0.0
@@ -550,14 +556,14 @@ class Connection:
 
         Uses ``os.sendfile`` (the bytes never enter Python) when the file has
         a descriptor and the socket is plain TCP; under TLS, or without a
-        descriptor, reads the file in pieces as the socket takes them.  The
-        response must be framed by Content-Length (``InvalidResponse``
-        otherwise); the file is short: the response ends early and the
-        connection closes.  Nothing else may be sent until ``on_done``.
-        ``on_done`` is not called when the connection closes first.
+        descriptor, reads the file in pieces as the socket takes them.  A
+        chunked response raises ``InvalidResponse`` (file bytes are not
+        chunks).  Nothing else may be sent until ``on_done``, which is not
+        called if the connection closes first -- as it does when the file
+        turns out shorter than ``count``.
         """
         count = self.writer.file_body(count)
-        zero_copy = not isinstance(self.sock, ssl.SSLSocket)
+        zero_copy = _HAS_SENDFILE and not isinstance(self.sock, ssl.SSLSocket)
         try:
             fd = file.fileno()
         except (AttributeError, OSError, ValueError):
@@ -590,11 +596,13 @@ class Connection:
                 return
             self._peer_gone(exc)
             return
-        if sent == 0:
-            transfer.remaining = 0       # done, or the file is shorter than promised
-        else:
-            transfer.offset += sent
-            transfer.remaining -= sent
+        if sent == 0 and transfer.remaining:
+            # The file shrank under us: the body cannot reach its length.
+            log.warning("%s: file shorter than the response's length; closing", _peer(self.client))
+            self.abort()
+            return
+        transfer.offset += sent
+        transfer.remaining -= sent
         if data:
             self.write(data)
             if self.state is CLOSED:
@@ -645,7 +653,10 @@ class Connection:
         """Close the socket now; pending output is dropped."""
         if self.state is CLOSED:
             return
-        self.state = CLOSED
+        old, self.state = self.state, CLOSED
+        trace = self.server.trace
+        if trace is not None:
+            trace(self, old, CLOSED)
         self.deadline = 0.0
         self.loop.remove_connection(self.sock)
         try:
@@ -682,6 +693,8 @@ class Connection:
 # sendfile() at most this much at once, so one big file cannot hold the
 # loop; reads (TLS) take the same, the size of the write buffer's mark.
 FILE_PART_BYTES = 256 * 1024
+
+_HAS_SENDFILE = hasattr(os, "sendfile")
 
 
 class FileTransfer:

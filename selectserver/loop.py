@@ -83,6 +83,10 @@ class EventLoop(asyncio.SelectorEventLoop):
     ``abort()``.
     """
 
+    # Called as trace_select(timeout, events) after each select() when
+    # --trace is on (see trace.py).
+    trace_select: Optional[Any] = None
+
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
 
@@ -129,7 +133,10 @@ class EventLoop(asyncio.SelectorEventLoop):
         else:
             timeout = None
 
-        self._process_events(self._selector.select(timeout))
+        event_list = self._selector.select(timeout)
+        if self.trace_select is not None:
+            self.trace_select(timeout, event_list)
+        self._process_events(event_list)
 
         # A timer due within the clock's resolution is due now (as asyncio).
         end_time = self.time() + self._clock_resolution

@@ -178,6 +178,10 @@ class Worker:
             state.on_response = AccessLog(self.config)
         if self.config.is_ssl:
             state.ssl_context = create_ssl_context(self.config)
+        if self.config.trace:
+            from . import trace
+
+            trace.install(loop, state)
         self._tick()
         for sock in self.listeners:
             listener = Listener(self, sock)

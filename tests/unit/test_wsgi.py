@@ -1,0 +1,645 @@
+"""The WSGI adapter without sockets or threads: environ, wsgi.input, the cycle.
+
+The cycle runs on the test's thread against a fake connection whose loop
+runs ``call_soon_threadsafe`` callbacks at once, so the app's side and the
+loop's side interleave exactly as they are handed over.  The condition is
+re-entrant here for the same reason: the fake loop feeds ``wsgi.input``
+from inside a read.
+"""
+
+import io
+import sys
+import threading
+import warnings
+from wsgiref import validate
+
+import pytest
+
+from selectserver.config import Config
+from selectserver.http11.events import END_OF_MESSAGE, Data, Request
+from selectserver.wsgi import (
+    ClientDisconnected, FileWrapper, WSGICycle, WSGIInput, build_environ, _script_name)
+
+BASE = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+    "wsgi.file_wrapper": FileWrapper,
+    "wsgi.input_terminated": True,
+}
+
+
+class FakeLoop:
+    def __init__(self):
+        self.closed = False
+
+    def call_soon_threadsafe(self, callback, *args):
+        if self.closed:
+            raise RuntimeError("Event loop is closed")
+        callback(*args)
+
+
+class FakeServer:
+    def __init__(self, config):
+        self.config = config
+        self.scheme = "http"
+
+
+class FakeConnection:
+    """Records what the cycle asks of a connection."""
+
+    def __init__(self, body_events=(), must_wait=False, **options):
+        self.loop = FakeLoop()
+        self.server = FakeServer(Config(**options))
+        self.client = ("10.0.0.2", 50000)
+        self.local = ("10.0.0.1", 8000)
+        self.cycle = None
+        self.calls = []
+        self.body_events = list(body_events)
+        self.must_wait = must_wait
+
+    def receive_body(self):
+        self.calls.append(("receive_body",))
+        return self.body_events.pop(0) if self.body_events else None
+
+    def respond(self, status, headers, body=b"", end=False):
+        self.calls.append(("respond", status, list(headers), body, end))
+        if end:
+            self.cycle = None
+        return self.must_wait
+
+    def send_body(self, body, end=False):
+        self.calls.append(("send_body", body, end))
+        if end:
+            self.cycle = None
+        return self.must_wait
+
+    def send_file(self, file, offset, count, on_done):
+        self.calls.append(("send_file", file.fileno(), offset, count))
+        on_done()
+
+    def respond_error(self, status, detail=""):
+        self.calls.append(("respond_error", status))
+        self.cycle = None
+
+    def abort(self):
+        self.calls.append(("abort",))
+        self.cycle = None
+
+
+def make_request(method=b"GET", target=b"/", headers=(), version="1.1", **fields):
+    return Request(method, target, version, list(headers), **fields)
+
+
+def environ_for(request, conn=None, script_name=""):
+    conn = conn or FakeConnection()
+    base = dict(BASE, SCRIPT_NAME=script_name)
+    return build_environ(conn, request, base, script_name)
+
+
+def serve(app, request=None, conn=None):
+    """Run ``app`` for ``request`` on a fake connection; return the connection."""
+    conn = conn or FakeConnection()
+    request = request or make_request()
+    cycle = WSGICycle(conn, app, request)
+    cycle.environ = environ_for(request, conn)
+    cycle.environ["wsgi.input"] = cycle.input
+    conn.cycle = cycle
+    cycle.run(threading.Condition(threading.RLock()))
+    return conn
+
+
+# -- the environ ---------------------------------------------------------------------
+
+
+def test_environ_has_every_pep_3333_key_as_str():
+    environ = environ_for(make_request(b"POST", b"/a/b?x=1&y=%20", [
+        (b"host", b"example.com"), (b"content-type", b"text/plain"), (b"content-length", b"5"),
+        (b"user-agent", b"t")], content_length=5))
+    assert environ["REQUEST_METHOD"] == "POST"
+    assert environ["SCRIPT_NAME"] == ""
+    assert environ["PATH_INFO"] == "/a/b"
+    assert environ["QUERY_STRING"] == "x=1&y=%20"
+    assert environ["CONTENT_TYPE"] == "text/plain"
+    assert environ["CONTENT_LENGTH"] == "5"
+    assert environ["SERVER_NAME"] == "10.0.0.1" and environ["SERVER_PORT"] == "8000"
+    assert environ["REMOTE_ADDR"] == "10.0.0.2" and environ["REMOTE_PORT"] == "50000"
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert environ["HTTP_HOST"] == "example.com" and environ["HTTP_USER_AGENT"] == "t"
+    assert "HTTP_CONTENT_TYPE" not in environ and "HTTP_CONTENT_LENGTH" not in environ
+    assert environ["wsgi.url_scheme"] == "http"
+    for key, value in environ.items():
+        if "." not in key:
+            assert type(value) is str, key
+
+
+def test_environ_passes_wsgiref_validation():
+    environ = environ_for(make_request(b"GET", b"/x", [(b"host", b"h")]))
+    environ["wsgi.input"] = WSGIInput(None, False, 1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate.check_environ(environ)
+
+
+def test_path_info_is_percent_decoded_then_latin_1():
+    environ = environ_for(make_request(target=b"/caf%C3%A9/%2Fx?q=%C3%A9"))
+    assert environ["PATH_INFO"] == "/caf\xc3\xa9//x"
+    assert environ["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café//x"
+    assert environ["QUERY_STRING"] == "q=%C3%A9"
+    assert environ["RAW_URI"] == environ["REQUEST_URI"] == "/caf%C3%A9/%2Fx?q=%C3%A9"
+
+
+def test_raw_non_ascii_bytes_in_the_path_are_latin_1():
+    environ = environ_for(make_request(target="/café".encode("utf-8")))
+    assert environ["PATH_INFO"] == "/caf\xc3\xa9"
+
+
+@pytest.mark.parametrize("target, path_info", [
+    (b"/app/x", "/x"), (b"/app", ""), (b"/app/", "/"), (b"/application", "/application"),
+    (b"/other", "/other"),
+])
+def test_script_name_comes_from_root_path_and_leaves_path_info(target, path_info):
+    script_name = _script_name("/app/")
+    environ = environ_for(make_request(target=target), script_name=script_name)
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["PATH_INFO"] == path_info
+
+
+def test_root_path_is_latin_1_text_of_its_utf_8():
+    assert _script_name("/café") == "/caf\xc3\xa9"
+    assert _script_name("") == ""
+
+
+def test_headers_with_underscores_are_dropped():
+    environ = environ_for(make_request(headers=[(b"x-user", b"alice"), (b"x_user", b"mallory")]))
+    assert environ["HTTP_X_USER"] == "alice"
+
+
+def test_repeated_headers_are_joined():
+    environ = environ_for(make_request(headers=[
+        (b"accept", b"a/b"), (b"x-forwarded-for", b"1.1.1.1"), (b"accept", b"c/d"),
+        (b"cookie", b"a=1"), (b"cookie", b"b=2")]))
+    assert environ["HTTP_ACCEPT"] == "a/b, c/d"
+    assert environ["HTTP_COOKIE"] == "a=1; b=2"
+
+
+def test_header_values_are_latin_1():
+    environ = environ_for(make_request(headers=[(b"x-name", "Zoë".encode("utf-8"))]))
+    assert environ["HTTP_X_NAME"] == "Zo\xc3\xab"
+
+
+def test_chunked_request_has_no_content_length():
+    environ = environ_for(make_request(b"POST", headers=[(b"transfer-encoding", b"chunked")],
+                                       chunked=True))
+    assert "CONTENT_LENGTH" not in environ
+    assert environ["wsgi.input_terminated"] is True
+
+
+def test_http_1_0_and_absolute_form():
+    environ = environ_for(make_request(target=b"http://example.com/p?q", version="1.0"))
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert environ["PATH_INFO"] == "/p" and environ["QUERY_STRING"] == "q"
+
+
+def test_unix_socket_takes_server_name_from_host():
+    conn = FakeConnection()
+    conn.local = conn.client = None
+    environ = environ_for(make_request(headers=[(b"host", b"example.com:8080")]), conn)
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("example.com", "8080")
+    assert "REMOTE_ADDR" not in environ
+    environ = environ_for(make_request(headers=[(b"host", b"[::1]")]), conn)
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("[::1]", "80")
+    environ = environ_for(make_request(), conn)
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "80")
+
+
+# -- wsgi.input -------------------------------------------------------------------------
+
+
+class FakeBodySource:
+    """Stands in for the cycle: hands out queued pieces when asked for more."""
+
+    def __init__(self, pieces, high_bytes=1024):
+        self.pieces = list(pieces)
+        self.requests = 0
+        self.input = WSGIInput(self, True, high_bytes)
+        self.input._cond = threading.Condition(threading.RLock())
+
+    def request_body(self):
+        self.requests += 1
+        while self.pieces:
+            piece = self.pieces.pop(0)
+            if piece is None:
+                self.input.feed_eof()
+                return
+            if self.input.feed(piece):
+                return
+
+
+def body_of(*pieces, high_bytes=1024):
+    return FakeBodySource(list(pieces) + [None], high_bytes).input
+
+
+def test_read_all_and_read_n_across_pieces():
+    body = body_of(b"hel", b"lo wo", b"rld")
+    assert body.read(4) == b"hell"
+    assert body.read(0) == b""
+    assert body.read(100) == b"o world"
+    assert body.read() == b""
+    body = body_of(b"a", b"b", b"c")
+    assert body.read() == b"abc"
+    assert body_of(b"xy").read(None) == b"xy"
+
+
+def test_readline_readlines_and_iteration():
+    body = body_of(b"one\ntw", b"o\n", b"three")
+    assert body.readline() == b"one\n"
+    assert body.readline() == b"two\n"
+    assert body.readline() == b"three"
+    assert body.readline() == b""
+    assert body_of(b"abcdef\n").readline(4) == b"abcd"
+    assert body_of(b"a\nb\nc\n").readlines() == [b"a\n", b"b\n", b"c\n"]
+    assert body_of(b"a\nb\nc\n").readlines(2) == [b"a\n"]   # as io.BytesIO
+    assert body_of(b"a\nb\nc\n").readlines(3) == [b"a\n", b"b\n"]
+    assert list(body_of(b"x\n", b"y\nz")) == [b"x\n", b"y\n", b"z"]
+
+
+def test_the_first_read_asks_the_loop_for_the_body():
+    source = FakeBodySource([b"data", None])
+    assert source.requests == 0
+    assert source.input.read() == b"data"
+    assert source.requests == 1
+
+
+def test_a_request_without_body_never_asks():
+    body = WSGIInput(None, False, 1024)
+    assert body.read() == b"" and body.readline() == b"" and list(body) == []
+
+
+def test_a_full_buffer_pauses_the_loop_until_the_app_reads():
+    source = FakeBodySource([b"x" * 600, b"y" * 600, b"z" * 600, None], high_bytes=1000)
+    body = source.input
+    assert body.read(1) == b"x"
+    assert source.requests == 1 and source.pieces == [b"z" * 600, None]   # paused at 1200 bytes
+    assert body.read(500) == b"x" * 500
+    assert source.requests == 1   # 699 left: above the resume mark (500)
+    assert body.read(200) == b"x" * 99 + b"y" * 101
+    assert source.requests == 2   # below it: the loop was asked to go on
+    assert body.read() == b"y" * 499 + b"z" * 600
+
+
+def test_read_n_larger_than_the_buffer_completes():
+    source = FakeBodySource([b"a" * 700, b"b" * 700, b"c" * 700, None], high_bytes=1000)
+    assert source.input.read(2000) == b"a" * 700 + b"b" * 700 + b"c" * 600
+
+
+def test_a_disconnect_raises_after_the_buffered_bytes():
+    body = WSGIInput(None, True, 1024)
+    body._cond = threading.Condition(threading.RLock())
+    body._requested = True
+    body.feed(b"partial")
+    body.fail(ClientDisconnected("client disconnected"))
+    assert body.read(3) == b"par"
+    with pytest.raises(ClientDisconnected):
+        body.read()
+    with pytest.raises(ClientDisconnected):
+        body.readline()
+
+
+# -- the cycle -------------------------------------------------------------------------
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, ", b"world!"]
+
+
+def test_a_list_is_one_response_with_a_content_length():
+    conn = serve(hello)
+    assert conn.calls == [("respond", 200, [(b"Content-Type", b"text/plain"),
+                                            (b"content-length", b"13")], b"Hello, world!", True)]
+
+
+def test_head_and_204_get_no_content_length_of_ours():
+    conn = serve(hello, make_request(b"HEAD"))
+    assert conn.calls[0][2] == [(b"Content-Type", b"text/plain")]
+
+    def no_content(environ, start_response):
+        start_response("204 No Content", [])
+        return []
+
+    assert serve(no_content).calls == [("respond", 204, [], b"", True)]
+
+
+def test_the_apps_content_length_is_kept():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "5")])
+        return [b"hello"]
+
+    assert serve(app).calls == [("respond", 200, [(b"Content-Length", b"5")], b"hello", True)]
+
+
+def test_a_generator_is_streamed_and_closed():
+    closed = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        try:
+            yield b"one"
+            yield b""
+            yield b"two"
+        finally:
+            closed.append(True)
+
+    conn = serve(app)
+    assert conn.calls == [("respond", 200, [], b"one", False), ("send_body", b"two", False),
+                          ("send_body", b"", True)]
+    assert closed == [True]
+
+
+def test_an_empty_generator_is_an_empty_body_with_length():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return iter([b""])
+
+    assert serve(app).calls == [("respond", 200, [(b"content-length", b"0")], b"", True)]
+
+
+def test_start_response_inside_the_first_iteration():
+    def app(environ, start_response):
+        def body():
+            start_response("201 Created", [("X-A", "1")])
+            yield b"made"
+        return body()
+
+    assert serve(app).calls[0] == ("respond", 201, [(b"X-A", b"1")], b"made", False)
+
+
+def test_write_then_return():
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"a")
+        write(bytearray(b"b"))
+        return [b"c"]
+
+    assert serve(app).calls == [("respond", 200, [], b"a", False), ("send_body", b"b", False),
+                                ("send_body", b"c", False), ("send_body", b"", True)]
+
+
+def test_content_length_stops_the_iteration():
+    pulled = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        for piece in (b"ab", b"cdef", b"never"):
+            pulled.append(piece)
+            yield piece
+
+    conn = serve(app)
+    assert pulled == [b"ab", b"cdef"]
+    assert conn.calls == [("respond", 200, [(b"Content-Length", b"4")], b"ab", False),
+                          ("send_body", b"cd", False), ("send_body", b"", True)]
+
+
+def test_error_before_the_head_is_a_500(caplog):
+    def app(environ, start_response):
+        raise ValueError("boom")
+
+    assert serve(app).calls == [("respond_error", 500)]
+    assert "boom" in caplog.text and "GET /" in caplog.text
+
+
+def test_error_after_the_head_aborts_the_connection_and_closes():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"start"
+            raise ValueError("mid-body")
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Body()
+
+    conn = serve(app)
+    assert conn.calls == [("respond", 200, [], b"start", False), ("abort",)]
+    assert closed == [True]
+
+
+def test_exc_info_before_the_head_replaces_it():
+    def app(environ, start_response):
+        start_response("200 OK", [("X-Ok", "1")])
+        try:
+            raise KeyError("x")
+        except KeyError:
+            start_response("500 Internal Server Error", [("X-Error", "1")], sys.exc_info())
+        return [b"sorry"]
+
+    assert serve(app).calls == [
+        ("respond", 500, [(b"X-Error", b"1"), (b"content-length", b"5")], b"sorry", True)]
+
+
+def test_exc_info_after_the_head_re_raises(caplog):
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"partial")
+        try:
+            raise KeyError("the original")
+        except KeyError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return [b"never"]
+
+    conn = serve(app)
+    assert conn.calls == [("respond", 200, [], b"partial", False), ("abort",)]
+    assert "the original" in caplog.text
+
+
+def test_start_response_twice_without_exc_info_is_an_error():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        start_response("200 OK", [])
+        return []
+
+    assert serve(app).calls == [("respond_error", 500)]
+
+
+@pytest.mark.parametrize("status, headers", [
+    ("abc", []), ("20 OK", []), ("200OK", []), (200, []), ("200 OK\r\nX: y", []),
+    ("200 OK", [("X-A", "a\r\nSet-Cookie: evil")]), ("200 OK", [("X-A", "a\nb")]),
+    ("200 OK", [("X-A", "a\0b")]), ("200 OK", [("X\r\nA", "a")]),
+    ("200 OK", [("X-A", b"bytes")]), ("200 OK", [("X-A", "snowman \u2603")]),
+])
+def test_invalid_status_or_headers_are_a_500_and_never_sent(status, headers):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"x"]
+
+    assert serve(app).calls == [("respond_error", 500)]
+
+
+def test_returning_without_start_response_is_a_500():
+    assert serve(lambda environ, start_response: [b"x"]).calls == [("respond_error", 500)]
+    assert serve(lambda environ, start_response: iter([b"x"])).calls == [("respond_error", 500)]
+
+
+def test_an_asgi_app_is_named_in_the_error(caplog):
+    async def coroutine():
+        pass
+
+    def app(environ, start_response):
+        return coroutine()
+
+    assert serve(app).calls == [("respond_error", 500)]
+    assert "ASGI" in caplog.text
+
+
+def test_a_disconnect_stops_the_iteration_and_closes():
+    closed = []
+    conn = FakeConnection()
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        try:
+            yield b"one"
+            conn.cycle.on_disconnect()   # the loop learns the client left
+            yield b"two"
+            yield b"three"
+        finally:
+            closed.append(True)
+
+    serve(app, conn=conn)
+    assert conn.calls == [("respond", 200, [], b"one", False)]
+    assert closed == [True]
+
+
+def test_write_after_a_disconnect_raises():
+    conn = FakeConnection()
+    errors = []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"one")
+        conn.cycle.on_disconnect()
+        try:
+            write(b"two")
+        except OSError as exc:
+            errors.append(exc)
+        return []
+
+    serve(app, conn=conn)
+    assert isinstance(errors[0], ClientDisconnected)
+
+
+def test_an_app_is_not_called_for_a_client_already_gone():
+    called = []
+    conn = FakeConnection()
+    request = make_request()
+    cycle = WSGICycle(conn, lambda e, s: called.append(1), request)
+    cycle.environ = environ_for(request, conn)
+    conn.cycle = cycle
+    cycle.on_disconnect()
+    cycle.run(threading.Condition(threading.RLock()))
+    assert called == [] and conn.calls == []
+
+
+def test_a_closed_loop_ends_the_app_quietly():
+    conn = FakeConnection()
+    conn.loop.closed = True
+    closed = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        try:
+            yield b"x"
+        finally:
+            closed.append(True)
+
+    serve(app, conn=conn)
+    assert closed == [True] and conn.calls == []
+
+
+def test_the_body_reaches_the_app_through_the_loop():
+    conn = FakeConnection([Data(b"hello "), Data(b"world"), END_OF_MESSAGE])
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [body]
+
+    request = make_request(b"POST", content_length=11)
+    conn = serve(app, request, conn)
+    assert conn.calls == [("receive_body",)] * 3 + [
+        ("respond", 200, [(b"content-length", b"11")], b"hello world", True)]
+
+
+def test_reading_after_the_response_ended_raises():
+    conn = FakeConnection([Data(b"a")])
+    seen = []
+
+    class Body(list):
+        def close(self):
+            try:
+                environ_holder[0]["wsgi.input"].read()
+            except OSError as exc:
+                seen.append(exc)
+
+    environ_holder = []
+
+    def app(environ, start_response):
+        environ_holder.append(environ)
+        start_response("200 OK", [])
+        return Body([b"done"])
+
+    serve(app, make_request(b"POST", content_length=5), conn)
+    assert len(seen) == 1
+
+
+def test_a_file_wrapper_with_a_descriptor_goes_to_send_file(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"0123456789")
+    closed = []
+
+    class TrackedFile(io.FileIO):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        file = TrackedFile(str(path), "rb")
+        file.seek(3)
+        return environ["wsgi.file_wrapper"](file, 4)
+
+    conn = serve(app)
+    assert conn.calls[0] == ("respond", 200, [(b"Content-Type", b"application/octet-stream"),
+                                              (b"content-length", b"7")], b"", False)
+    assert conn.calls[1][0] == "send_file" and conn.calls[1][2:] == (3, 7)
+    assert conn.calls[2] == ("send_body", b"", True)
+    assert closed == [True]
+
+
+def test_a_file_wrapper_without_a_descriptor_is_iterated():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"abcdefg"), 3)
+
+    assert serve(app).calls == [("respond", 200, [], b"abc", False), ("send_body", b"def", False),
+                                ("send_body", b"g", False), ("send_body", b"", True)]
+
+
+def test_a_chunked_file_response_is_iterated(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"abc")
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"head:")
+        return FileWrapper(open(str(path), "rb"))
+
+    assert [call[0] for call in serve(app).calls] == ["respond", "send_body", "send_body"]

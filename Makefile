@@ -28,7 +28,7 @@ MATRIX_CPYTHONS := 3.9 3.13
 ARGS ?=
 
 # Programs the tests drive, as program:debian-package.  Add new ones here.
-TEST_PROGRAMS := curl:curl ab:apache2-utils wrk:wrk openssl:openssl nginx:nginx-light
+TEST_PROGRAMS := curl:curl ab:apache2-utils wrk:wrk openssl:openssl nginx:nginx-light chromium:chromium
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export DEBIAN_FRONTEND := noninteractive

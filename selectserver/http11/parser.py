@@ -294,7 +294,8 @@ class RequestParser:
     def _read_head(self) -> Event:
         buffer, start = self._buffer, self._offset
         if buffer.startswith(b"\r\n", start):
-            start = self._skip_empty_lines(buffer, start)
+            self._skip_empty_lines(buffer, start)
+            buffer, start = self._buffer, self._offset
         end = buffer.find(b"\r\n\r\n", start + self._searched)
         if end < 0:
             return self._incomplete_head(buffer, start)
@@ -342,7 +343,7 @@ class RequestParser:
             self._state = _END
         return request
 
-    def _skip_empty_lines(self, buffer: Union[bytes, bytearray], start: int) -> int:
+    def _skip_empty_lines(self, buffer: Union[bytes, bytearray], start: int) -> None:
         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line
         # received before the request line.  We ignore any number: they are
         # consumed as they come, so they cost no memory.
@@ -351,7 +352,6 @@ class RequestParser:
         self._consume(start)
         self._searched = 0
         self._line_searched = 0
-        return self._offset
 
     def _incomplete_head(self, buffer: Union[bytes, bytearray], start: int) -> Event:
         """Check what can be checked of a head whose end has not arrived.

@@ -1,0 +1,1 @@
+"""The request corpus: raw requests and what the parser must make of them."""

@@ -107,17 +107,23 @@ def detect_interface(app: Any) -> str:
     if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call):
         return "asgi3"
     try:
-        parameters = [p for p in inspect.signature(app).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        parameters = list(inspect.signature(app).parameters.values())
     except (TypeError, ValueError):
         parameters = []
-    if len(parameters) == 2:
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    takes_two, takes_three = ((required <= n and (variadic or len(positional) >= n)) for n in (2, 3))
+    if takes_two:
+        # A sync callable taking (environ, start_response) -- or *args, as
+        # wsgiref.validate's wrapper does -- is WSGI; should it be ASGI after
+        # all, the WSGI adapter names the awaitable it got back in its error.
         return "wsgi"
-    if len(parameters) == 3:
+    if takes_three:
         return "asgi3"
     raise AppLoadError(
         "cannot tell the interface of %r: it is not a coroutine function and takes %d "
-        "positional arguments (WSGI takes 2, ASGI 3); use --interface" % (app, len(parameters)))
+        "positional arguments (WSGI takes 2, ASGI 3); use --interface" % (app, len(positional)))
 
 
 class Worker:

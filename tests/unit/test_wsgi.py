@@ -643,3 +643,35 @@ def test_a_chunked_file_response_is_iterated(tmp_path):
         return FileWrapper(open(str(path), "rb"))
 
     assert [call[0] for call in serve(app).calls] == ["respond", "send_body", "send_body"]
+
+
+# -- telling WSGI from ASGI --------------------------------------------------------------
+
+
+def test_interface_detection():
+    from selectserver.worker import AppLoadError, detect_interface
+
+    def wsgi_app(environ, start_response):
+        pass
+
+    def wsgi_with_option(environ, start_response, debug=False):
+        pass
+
+    def sync_asgi(scope, receive, send):
+        pass
+
+    async def asgi_app(scope, receive, send):
+        pass
+
+    class WSGIObject:
+        def __call__(self, environ, start_response):
+            pass
+
+    assert detect_interface(wsgi_app) == "wsgi"
+    assert detect_interface(wsgi_with_option) == "wsgi"
+    assert detect_interface(WSGIObject()) == "wsgi"
+    assert detect_interface(validate.validator(wsgi_app)) == "wsgi"   # takes *args
+    assert detect_interface(sync_asgi) == "asgi3"
+    assert detect_interface(asgi_app) == "asgi3"
+    with pytest.raises(AppLoadError, match="--interface"):
+        detect_interface(lambda only: None)

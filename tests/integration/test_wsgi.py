@@ -1,0 +1,448 @@
+"""WSGI apps served for real: sockets, http.client, curl, requests and httpx."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import warnings
+from wsgiref.validate import validator
+
+import pytest
+
+from selectserver import connection as connection_module
+from tests.apps import wsgi_apps
+from tests.integration.conftest import raw_exchange, read_response
+
+MIB = 1024 * 1024
+
+
+def read_until_broken(server, request):
+    """What the server sends before it closes or resets the connection, and how it ended."""
+    received = b""
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(request)
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return received, "closed"
+                received += chunk
+        except ConnectionResetError:
+            return received, "reset"
+
+
+def get(server, path="/", method="GET", body=None, headers=None):
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        client.request(method, path, body=body, headers=headers or {})
+        response = client.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        client.close()
+
+
+# -- basics ----------------------------------------------------------------------------
+
+
+def test_hello_is_detected_as_wsgi_and_framed(serve):
+    server = serve(wsgi_apps.hello)
+    assert server.worker.interface == "wsgi"
+    status, headers, body = get(server)
+    assert (status, body) == (200, b"Hello, world!")
+    assert headers["content-length"] == "13"
+
+
+def test_keep_alive_and_pipelining_answer_in_order(serve):
+    server = serve(wsgi_apps.echo)
+    requests = b"".join(
+        b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % (n, n) for n in range(5))
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(requests)
+        rest = b""
+        for number in range(5):
+            status, headers, body, rest = read_response(sock, rest)
+            assert (status, body, headers["x-path"]) == (200, b"%d" % number, "/%d" % number)
+
+
+def test_environ_over_the_wire(serve):
+    server = serve(wsgi_apps.environ_json, root_path="/mount")
+    status, _, body = get(server, "/mount/caf%C3%A9?a=1&b=%20", headers={
+        "X-Custom": "one", "Cookie": "a=1", "Content-Type": "text/x"})
+    environ = json.loads(body)
+    assert status == 200
+    assert environ["SCRIPT_NAME"] == "/mount"
+    assert environ["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café"
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["HTTP_X_CUSTOM"] == "one" and environ["HTTP_COOKIE"] == "a=1"
+    assert environ["CONTENT_TYPE"] == "text/x"
+    assert environ["SERVER_PORT"] == str(server.address[1])
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"
+    assert environ["wsgi.multithread"] is True
+
+
+def test_underscore_headers_cannot_spoof_dash_ones(serve):
+    server = serve(wsgi_apps.environ_json)
+    request = (b"GET / HTTP/1.1\r\nHost: x\r\nX-Auth-User: real\r\nX_Auth_User: spoofed\r\n"
+               b"Connection: close\r\n\r\n")
+    response = raw_exchange(server.address, request)
+    environ = json.loads(response.partition(b"\r\n\r\n")[2])
+    assert environ["HTTP_X_AUTH_USER"] == "real"
+
+
+def test_streamed_generator_and_write(serve):
+    server = serve(wsgi_apps.streamed)
+    status, headers, body = get(server)
+    assert body == b"".join(b"part %d\n" % n for n in range(5))
+    assert headers["transfer-encoding"] == "chunked"
+    server = serve(wsgi_apps.uses_write)
+    assert get(server)[2] == b"written, then returned"
+
+
+def test_http_1_0_client_gets_a_body_ended_by_close(serve):
+    server = serve(wsgi_apps.streamed)
+    response = raw_exchange(server.address, b"GET / HTTP/1.0\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert body == b"".join(b"part %d\n" % n for n in range(5))
+
+
+# -- the request body --------------------------------------------------------------------
+
+
+def test_chunked_request_body(serve):
+    server = serve(wsgi_apps.echo)
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    client.request("POST", "/", body=iter([b"abc", b"def", b"g" * 100000]), encode_chunked=True)
+    response = client.getresponse()
+    assert response.read() == b"abcdef" + b"g" * 100000
+    client.close()
+
+
+def test_readline_iteration_over_the_body(serve):
+    server = serve(wsgi_apps.echo_lines)
+    lines = b"".join(b"line %d\n" % n for n in range(1000))
+    status, headers, body = get(server, method="POST", body=lines)
+    assert body == lines and headers["X-Lines"] == "1000"
+
+
+def test_100_continue_only_when_the_app_reads(serve):
+    head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n")
+    server = serve(wsgi_apps.echo)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"hello")
+        status, _, body, _ = read_response(sock, interim.partition(b"\r\n\r\n")[2])
+        assert (status, body) == (200, b"hello")
+    server = serve(wsgi_apps.never_reads)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(head)
+        status, _, body, _ = read_response(sock)
+        assert (status, body) == (200, b"not interested")
+
+
+def test_large_upload_stays_in_bounded_buffers(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.slow_reader(probe))
+    probe.server = server
+    total = 64 * MIB
+    piece = b"z" * MIB
+
+    def body():
+        for _ in range(total // MIB):
+            yield piece
+
+    client = http.client.HTTPConnection(*server.address, timeout=60)
+    client.request("POST", "/", body=body(), headers={"Content-Length": str(total)})
+    response = client.getresponse()
+    assert response.read() == str(total).encode()
+    client.close()
+    config = server.config
+    # The app's buffer: its high-water mark plus the last piece taken from the
+    # connection; the connection's: its mark plus one recv().
+    assert probe.peaks["app"] <= config.read_buffer_high_bytes + config.read_buffer_high_bytes + 65536
+    assert probe.peaks["connection"] <= config.read_buffer_high_bytes + connection_module.RECV_BYTES
+    assert probe.peaks["app"] > 0
+
+
+def test_client_leaving_mid_body_raises_in_read_and_closes(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.reads_until_gone(probe))
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 5000)
+        assert probe.started.wait(10)
+    assert probe.closed.wait(10)
+    assert len(probe.errors) == 1 and isinstance(probe.errors[0], OSError)
+
+
+# -- the thread pool ------------------------------------------------------------------------
+
+
+def test_a_blocked_app_does_not_stall_other_connections(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.blocking(probe))
+    results = {}
+
+    def blocked_request():
+        results["block"] = get(server, "/block")
+
+    thread = threading.Thread(target=blocked_request)
+    thread.start()
+    try:
+        assert probe.started.wait(10)
+        for number in range(20):
+            assert get(server, "/fast%d" % number)[2] == b"/fast%d" % number
+        assert "block" not in results and thread.is_alive()
+    finally:
+        probe.release.set()
+        thread.join(10)
+    assert results["block"][2] == b"/block"
+
+
+def test_a_sleeping_app_answers_after_the_quick_ones(serve):
+    server = serve(wsgi_apps.sleeps)
+    finished = []
+    lock = threading.Lock()
+
+    def request(path):
+        body = get(server, path)[2]
+        with lock:
+            finished.append(body.decode())
+
+    sleeper = threading.Thread(target=request, args=("/sleep",))
+    sleeper.start()
+    quick = [threading.Thread(target=request, args=("/q%d" % n,)) for n in range(5)]
+    for thread in quick:
+        thread.start()
+    for thread in quick + [sleeper]:
+        thread.join(20)
+    assert finished[-1] == "/sleep" and sorted(finished[:-1]) == ["/q%d" % n for n in range(5)]
+
+
+def test_more_blocked_requests_than_threads_queue_up(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.blocking(probe), threads=2)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(get(server, "/block")))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert probe.started.wait(10)
+    probe.release.set()
+    for thread in threads:
+        thread.join(20)
+    assert [body for _, _, body in results] == [b"/block"] * 4
+
+
+# -- the response --------------------------------------------------------------------------
+
+
+def test_a_generator_reaches_the_client_piece_by_piece(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.gated_stream(probe))
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        for number in range(3):
+            expected = b"part %d;" % number
+            while expected not in received:
+                chunk = sock.recv(65536)
+                assert chunk, "closed early"
+                received += chunk
+            # The next part does not exist yet: it is produced after we open its gate.
+            assert probe.produced == list(range(number + 1))
+            probe.gates[number + 1].set()
+        while not received.endswith(b"0\r\n\r\n"):
+            received += sock.recv(65536)
+    assert probe.closed.wait(10)
+
+
+def test_a_large_stream_to_a_slow_client_is_bounded(serve):
+    probe = wsgi_apps.Probe()
+    total = 32 * MIB
+    server = serve(wsgi_apps.large_stream(probe, total))
+    probe.server = server
+    got = 0
+    with socket.create_connection(server.address, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        # Read nothing until the loop has told the app to wait, and a while
+        # longer, so that an app that did not wait would overshoot.
+        deadline = time.monotonic() + 20
+        while not any(getattr(conn.cycle, "blocked", False)
+                      for conn in list(server.worker.state.connections)):
+            assert time.monotonic() < deadline, "the write buffer never filled"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        while True:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            got += len(chunk)
+    assert got > total
+    assert probe.peaks["write_buffer"] > 0   # the client did fall behind
+    # The app waits above the mark: at most the mark, the bytes in flight
+    # (the mark again) and one piece are ever queued.
+    high = server.config.write_buffer_high_bytes
+    assert probe.peaks["write_buffer"] <= 2 * high + 65536 + 4096
+
+
+def test_client_disconnect_calls_close(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.endless_stream(probe))
+    probe.server = server
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        while received < 2 * MIB:
+            received += len(sock.recv(65536))
+    assert probe.closed.wait(10)
+
+
+def test_error_before_start_is_a_500_and_the_server_goes_on(serve, caplog):
+    server = serve(wsgi_apps.raises_before_start)
+    status, _, body = get(server)
+    assert status == 500 and b"boom" not in body
+    assert "boom before start" in caplog.text
+    assert get(server)[0] == 500
+
+
+def test_error_after_start_breaks_the_connection(serve):
+    server = serve(wsgi_apps.raises_after_start)
+    response, ending = read_until_broken(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # A reset may destroy what the client had not read yet; it never sees an end.
+    assert ending == "reset" or response.startswith(b"HTTP/1.1 200 OK")
+    assert not response.endswith(b"0\r\n\r\n")
+
+
+def test_exc_info_rules(serve):
+    server = serve(wsgi_apps.replaces_head_with_exc_info)
+    status, _, body = get(server)
+    assert (status, body) == (503, b"the app's own error page")
+    server = serve(wsgi_apps.exc_info_after_head)
+    response, ending = read_until_broken(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ending == "reset" or response.startswith(b"HTTP/1.1 200 OK")
+    assert b"never sent" not in response and not response.endswith(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("app", [wsgi_apps.bad_header, wsgi_apps.bad_status])
+def test_invalid_head_is_a_500_never_sent(serve, app):
+    server = serve(app)
+    response = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 500 ")
+    assert b"stolen" not in response and b"never sent" not in response
+
+
+def test_content_length_is_respected(serve):
+    server = serve(wsgi_apps.too_long)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = read_response(sock)
+        second = read_response(sock, first[3])
+    assert first[2] == second[2] == b"12345"
+    server = serve(wsgi_apps.too_short)
+    response = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.endswith(b"\r\n\r\n12345")   # then closed: the client sees it short
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def test_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
+    data = os.urandom(3 * MIB + 17)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    calls = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(*args):
+        calls.append(args[3])
+        return real_sendfile(*args)
+
+    monkeypatch.setattr(connection_module.os, "sendfile", counting_sendfile)
+    server = serve(wsgi_apps.file_wrapper)
+    status, headers, body = get(server, "/?path=%s" % path)
+    assert status == 200 and body == data
+    assert headers["content-length"] == str(len(data))
+    assert sum(calls) >= len(data)
+    status, headers, body = get(server, "/?path=%s" % path, method="HEAD")
+    assert (status, body, headers["content-length"]) == (200, b"", str(len(data)))
+
+
+# -- validation and real clients ---------------------------------------------------------
+
+
+def validated_app(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    line = environ["wsgi.input"].readline(100)
+    write = start_response("200 OK", [("Content-Type", "text/plain"),
+                                      ("Content-Length", str(len(body) + len(line) + 4))])
+    write(b"got:")
+    return [body, line]
+
+
+def test_wsgiref_validator_finds_nothing(serve):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server = serve(validator(validated_app))
+        assert server.worker.interface == "wsgi"
+        assert get(server)[2] == b"got:"
+        assert get(server, method="POST", body=b"payload")[2] == b"got:payload"
+        assert get(server, "/p?q=1", method="PUT", body=b"x" * 100000)[2] == b"got:" + b"x" * 100000
+    assert [str(w.message) for w in caught if "wsgiref" in (w.filename or "")
+            or w.category.__name__ == "WSGIWarning"] == []
+
+
+def test_curl_upload_with_expect_continue(serve, tmp_path, program):
+    curl = program("curl")
+    data = os.urandom(2 * MIB)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    server = serve(wsgi_apps.echo)
+    out = tmp_path / "out.bin"
+    result = subprocess.run(
+        [curl, "-sS", "-v", "--data-binary", "@%s" % path, "-o", str(out), server.url + "/up"],
+        capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"100 Continue" in result.stderr
+    assert out.read_bytes() == data
+    result = subprocess.run(
+        [curl, "-sS", "-H", "Transfer-Encoding: chunked", "--data-binary", "@%s" % path,
+         "-o", str(out), server.url], capture_output=True, timeout=60)
+    assert result.returncode == 0 and out.read_bytes() == data
+
+
+@pytest.mark.requires("requests")
+def test_requests_client(serve):
+    import requests
+
+    server = serve(wsgi_apps.echo)
+    with requests.Session() as session:
+        for number in range(5):
+            response = session.post(server.url + "/r?n=%d" % number, data=b"body %d" % number)
+            assert response.content == b"body %d" % number
+            assert response.headers["X-Query"] == "n=%d" % number
+
+
+@pytest.mark.requires("httpx")
+def test_httpx_client_streams_both_ways(serve):
+    import httpx
+
+    server = serve(wsgi_apps.echo)
+
+    def upload():
+        for _ in range(50):
+            yield b"q" * 10000
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/", content=upload())
+        assert response.content == b"q" * 500000
+        with client.stream("GET", "/") as response:
+            assert b"".join(response.iter_bytes()) == b""

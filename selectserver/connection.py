@@ -669,7 +669,14 @@ class Connection:
             self.close()
 
     def shutdown(self) -> None:
-        """Graceful stop: close if idle; otherwise close after this response."""
+        """Graceful stop: close if idle; otherwise close after this response.
+
+        A connection that has not sent its first request is left to send it
+        within its deadline (the answer says ``connection: close``): it was
+        accepted a moment ago, and its client may be writing right now.
+        """
+        if self.request is None and (self.state is IDLE or self.state is HANDSHAKE):
+            return
         if self.state is IDLE or self.state is HANDSHAKE:
             self.close()
         elif self.state is READING_HEAD and not self.parser.buffered_bytes:

@@ -374,7 +374,7 @@ class RequestParser:
             self._line_searched = -1 if line_end >= 0 else received
         # Until the request line ends, its limit is the one that applies.
         bound = limits.max_header_bytes + 1 if self._line_searched < 0 else line_limit
-        _check_no_double_lf(buffer, start + max(0, self._searched - 1), start + bound)
+        _check_no_bare_lf(buffer, start, start + max(0, self._searched - 1), start + bound)
         self._searched = max(0, received - 3)
         if self._line_searched >= 0:
             if received >= line_limit:
@@ -391,10 +391,10 @@ class RequestParser:
         _check_method_prefix(buffer, start)
         line_limit = limits.max_request_line_bytes + 2
         if buffer.find(b"\r\n", start, start + line_limit) < 0:
-            _check_no_double_lf(buffer, start, start + line_limit)
+            _check_no_bare_lf(buffer, start, start, start + line_limit)
             raise URITooLong("request line longer than %d bytes"
                              % limits.max_request_line_bytes)
-        _check_no_double_lf(buffer, start, start + limits.max_header_bytes + 1)
+        _check_no_bare_lf(buffer, start, start, start + limits.max_header_bytes + 1)
         raise HeaderFieldsTooLarge("head larger than %d bytes" % limits.max_header_bytes)
 
     def _request(self, method: bytes, target: bytes, http_version: str,
@@ -561,10 +561,8 @@ class RequestParser:
         limits = self.limits
         if end < 0 or end + 4 - start > limits.max_header_bytes:
             # As for the head: the same answer however the bytes were split.
-            if buffer.startswith(b"\n", start):
-                raise BadRequest("bare LF line ending")
             searched = max(0, self._searched - 1) if end < 0 else 0
-            _check_no_double_lf(buffer, start + searched, start + limits.max_header_bytes + 1)
+            _check_no_bare_lf(buffer, start, start + searched, start + limits.max_header_bytes + 1)
             received = len(buffer) - start
             if end >= 0 or received > limits.max_header_bytes:
                 raise HeaderFieldsTooLarge("trailers larger than %d bytes"
@@ -737,15 +735,19 @@ def _check_transfer_codings(codings: List[bytes]) -> None:
                                    % codings[0].decode("latin-1"))
 
 
-def _check_no_double_lf(buffer: Union[bytes, bytearray], start: int, end: int) -> None:
-    """Refuse LF LF, the end of a head written with bare LFs.
+def _check_no_bare_lf(buffer: Union[bytes, bytearray], start: int, begin: int, end: int) -> None:
+    """Refuse an LF without its CR in ``buffer[begin:end]`` of a section
+    that starts at ``start``.
 
     RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator; we
-    do not (two parsers that disagree on line ends can be made to disagree on
-    messages).  Spotting LF LF early answers such a client with 400 rather
-    than leaving it to wait for a CRLF CRLF that will never come.
+    do not: two parsers that disagree on where lines end can be made to
+    disagree on where messages end.  Looking for it before the head is
+    complete answers such a client with 400 at once, instead of leaving it
+    waiting for a CRLF CRLF that will never come.  Every LF is part of a
+    CRLF exactly when the two counts agree.
     """
-    if buffer.find(b"\n\n", start, end) >= 0:
+    line_feeds = buffer.count(b"\n", begin, end)
+    if line_feeds and line_feeds != buffer.count(b"\r\n", max(start, begin - 1), end):
         raise BadRequest("bare LF line ending")
 
 

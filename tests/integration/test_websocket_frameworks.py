@@ -19,7 +19,15 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.endpoints import WebSocketEndpoint  # noqa: E402
 from starlette.routing import WebSocketRoute  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from websockets.sync.client import connect as sync_connect  # noqa: E402
+
+
+def connect(*args, **kwargs):
+    """The sync client without its keep-alive thread: on PyPy 3.9 two threads
+    joining the same thread at once can fail inside threading (the client's
+    keep-alive and close() both join its reader thread)."""
+    kwargs.setdefault("ping_interval", None)
+    return sync_connect(*args, **kwargs)
 
 
 def url(server, path):

@@ -83,11 +83,6 @@ def is_token(data: bytes) -> bool:
     return bool(data) and not data.translate(None, TCHAR)
 
 
-def is_digits(data: bytes) -> bool:
-    """1*DIGIT.  (``bytes.isdigit`` is ASCII-only, unlike ``str.isdigit``.)"""
-    return data.isdigit()
-
-
 def is_hex(data: bytes) -> bool:
     """1*HEXDIG, the chunk-size of RFC 9112 §7.1."""
     return bool(data) and not data.translate(None, HEXDIG)

@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 LISTENING = re.compile(r"Listening on (\S+)")
@@ -166,17 +168,54 @@ class ServerProcess:
         """Stop the master and its workers, whatever state they are in."""
         if self.proc.poll() is None:
             workers = children(self.pid)
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, signal.SIGQUIT)
             for pid in workers:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", signum: int, timeout_s: float = 5.0) -> None:
+    """Send ``signum``; SIGKILL if ``proc`` is still there after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on a port the kernel picked."""
+    sock = socket.socket()
+    sock.bind((host, 0))
+    sock.listen(64)
+    return sock
+
+
+@pytest.fixture
+def app_dir(tmp_path) -> str:
+    """A directory holding ``procapp.py`` (APP_SOURCE), version "v1"."""
+    write_app(str(tmp_path))
+    return str(tmp_path)
+
+
+@pytest.fixture
+def start(app_dir):
+    """``start(*args, env=None, **kwargs)``: ``procapp:app`` on port 0; all killed after the test."""
+    servers = []
+
+    def start(*args, env=None, **kwargs):
+        server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args],
+                               env=env, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
 
 
 def children(pid: int) -> List[int]:

@@ -8,15 +8,9 @@ import signal
 
 import pytest
 
-from .processes import ServerProcess, get, wait_until, write_app
+from .processes import ServerProcess, app_dir, get, wait_until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    write_app(str(tmp_path))
-    return str(tmp_path)
 
 
 def test_access_log_format(app_dir):

@@ -10,30 +10,9 @@ import time
 
 import pytest
 
-from .processes import Load, ServerProcess, get, wait_until, write_app
+from .processes import Load, ServerProcess, app_dir, get, start, wait_until, write_app  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    write_app(str(tmp_path))
-    return str(tmp_path)
-
-
-@pytest.fixture
-def start(app_dir):
-    servers = []
-
-    def start(*args, env=None, **kwargs):
-        server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args],
-                               env=env, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
 
 
 def test_workers_share_the_listener(start):

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from .processes import ServerProcess, wait_until, write_app
+from .processes import ServerProcess, listening_socket, stop_process, wait_until, write_app
 
 pytestmark = [pytest.mark.requires_program("nginx"),
               pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")]
@@ -65,9 +65,7 @@ def _can_use_client_address():
 class Nginx:
     def __init__(self, program, directory, upstream):
         self.directory = directory
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
+        self.listener = listening_socket()
         self.address = self.listener.getsockname()
         conf = os.path.join(directory, "nginx.conf")
         with open(conf, "w") as file:
@@ -112,13 +110,7 @@ class Nginx:
             return ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT, timeout_s=10)
 
 
 @pytest.fixture

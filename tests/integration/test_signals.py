@@ -9,29 +9,9 @@ import time
 
 import pytest
 
-from .processes import Load, ServerProcess, get, wait_until, write_app
+from .processes import Load, app_dir, get, start, wait_until, write_app  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    write_app(str(tmp_path))
-    return str(tmp_path)
-
-
-@pytest.fixture
-def start(app_dir):
-    servers = []
-
-    def start(*args, env=None):
-        server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args], env=env)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.kill()
 
 
 class Request(threading.Thread):
@@ -82,7 +62,7 @@ def test_second_sigint_stops_at_once(start):
 def test_sigquit_stops_at_once(start):
     server = start()
     server.wait_for_log("serving")
-    slow = Request(server.address, "/slow?20")
+    Request(server.address, "/slow?20")
     server.wait_for_log("slow request started")
     began = time.monotonic()
     server.send_signal(signal.SIGQUIT)

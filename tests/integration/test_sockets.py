@@ -13,15 +13,9 @@ import pytest
 
 from selectserver.sockets import BindError, bind_tcp, bind_unix, from_fd, reuse_port_copy
 
-from .processes import ServerProcess, get, write_app
+from .processes import ServerProcess, app_dir, get, listening_socket  # noqa: F401 (fixtures)
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
-
-
-@pytest.fixture
-def app_dir(tmp_path):
-    write_app(str(tmp_path))
-    return str(tmp_path)
 
 
 @pytest.fixture
@@ -57,9 +51,7 @@ def test_unix_socket_with_curl(app_dir, tmp_path, servers):
 
 @needs_fork
 def test_inherited_fd(app_dir, servers):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = listening_socket()
     address = listener.getsockname()
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--fd", str(listener.fileno())],
                            pass_fds=[listener.fileno()])
@@ -83,9 +75,7 @@ os.execv(sys.executable, [sys.executable, "-m", "selectserver"] + sys.argv[2:])
 
 @needs_fork
 def test_systemd_socket_activation(app_dir, servers):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener = listening_socket()
     address = listener.getsockname()
     fd = listener.fileno()
     server = ServerProcess([], argv=[sys.executable, "-c", LAUNCHER, str(fd), "procapp:app",
@@ -114,6 +104,7 @@ def test_activation_with_a_bad_count_is_an_error():
 
 
 @needs_fork
+@pytest.mark.requires_program("curl")
 def test_several_binds(app_dir, tmp_path, servers):
     path = str(tmp_path / "also.sock")
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--bind", "127.0.0.1:0",
@@ -121,18 +112,7 @@ def test_several_binds(app_dir, tmp_path, servers):
     servers.append(server)
     assert len(server.urls) == 2
     assert get(server.address)[0] == 200
-    unix_client = socket.socket(socket.AF_UNIX)
-    unix_client.settimeout(10)
-    unix_client.connect(path)
-    unix_client.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    answer = b""
-    while True:
-        chunk = unix_client.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    unix_client.close()
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"v1")
+    assert curl_unix(path, "http://localhost/version") == "v1"
 
 
 def _ipv6_loopback():

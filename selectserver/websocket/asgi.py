@@ -296,10 +296,14 @@ class WebSocketCycle(Protocol):
         parser = self.parser
         inbox = self._inbox
         received = False
+        conn = self.conn
+        high_bytes = conn.server.write_high_bytes
         # A write below may find the peer gone, which closes the cycle.
         while self.phase is not _CLOSED:
-            if len(inbox) >= MAX_QUEUE:
-                # The app is behind: let TCP flow control slow the client.
+            if len(inbox) >= MAX_QUEUE or conn.write_buffer_bytes > high_bytes:
+                # The app is behind, or the client does not read what we
+                # send (pongs to a ping flood, say): let TCP flow control
+                # slow the client down.
                 if self.reading:
                     self.reading = False
                     self.conn.set_reading(False)
@@ -331,10 +335,14 @@ class WebSocketCycle(Protocol):
             self._wake_receiver()
 
     def _resume_reading(self) -> None:
+        """Parse what waited in the buffer, then read again if there is room."""
         self._process()
-        if not self.reading and len(self._inbox) < MAX_QUEUE and self.phase is _OPEN:
+        conn = self.conn
+        if (not self.reading and len(self._inbox) < MAX_QUEUE
+                and conn.write_buffer_bytes <= conn.server.write_high_bytes
+                and (self.phase is _OPEN or self.phase is _CLOSING)):
             self.reading = True
-            self.conn.set_reading(True)
+            conn.set_reading(True)
 
     def _on_close_frame(self, close: Any) -> None:
         if self.phase is _OPEN:
@@ -364,9 +372,7 @@ class WebSocketCycle(Protocol):
         # be waiting behind them.
         self._inbox.clear()
         if not self.reading and self.phase is _CLOSING:
-            self.reading = True
-            self.conn.set_reading(True)
-            self._process()
+            self._resume_reading()
 
     def _on_close_timeout(self) -> None:
         self._close_handle = None
@@ -407,6 +413,8 @@ class WebSocketCycle(Protocol):
 
     def on_drained(self) -> None:
         self._wake_sender()
+        if not self.reading and self.phase is not _CLOSED:
+            self._resume_reading()
 
     def on_disconnect(self) -> None:
         self._finish(ABNORMAL_CLOSURE, "")

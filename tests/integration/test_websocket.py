@@ -556,3 +556,29 @@ def test_a_fast_client_cannot_flood_an_app_that_does_not_receive(serve):
     frames = -(-sent // len(frame))
     assert client.recv_frame() == (OP_TEXT, b"got %d" % (frames + 1))
     client.close()
+
+
+def test_a_ping_flood_from_a_client_that_never_reads_is_held_back(serve):
+    server = serve(ws_apps.echo, write_buffer_high_bytes=64 * 1024)
+    client = RawClient(server)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    client.sock.setblocking(False)
+    pings = encode_frame(OP_PING, b"p" * 125, mask=MASK) * 64
+    # 200 MB of pings would be 200 MB of pongs queued in the server.
+    sent = 0
+    stalled_since = None
+    while sent < 200 * 1024 * 1024:
+        try:
+            sent += client.sock.send(pings[sent % len(pings):])
+            stalled_since = None
+        except BlockingIOError:
+            now = time.monotonic()
+            if stalled_since is None:
+                stalled_since = now
+            elif now - stalled_since > 1.0:
+                break
+            time.sleep(0.01)
+    assert sent < 50 * 1024 * 1024, sent
+    client.close()
+    assert EVENTS.get()["code"] == 1006

@@ -427,3 +427,22 @@ def test_requests_without_upgrade_are_not_taken(loop):
     assert not serve(loop, None, conn, request)
     assert websocket_asgi.upgrade_handler(Config(ws="none")) is None
     assert websocket_asgi.upgrade_handler(Config()) is websocket_asgi.serve
+
+
+def test_a_ping_flood_from_a_client_that_does_not_read_stops_the_reading(loop):
+    app = Script()
+    conn = start(loop, app, stalled=True)
+    conn.drain()                                    # the 101 head went out
+    pings = client_frame(OP_PING, b"p" * 100) * 50  # 50 pongs would be 5 KB
+    conn.cycle.on_data(pings)
+    pongs = [f for f in conn.frames() if f[0] == OP_PONG]
+    assert conn.reading == [False]
+    assert 0 < len(pongs) < 50 and conn.buffered <= 1000 + 102
+    assert conn.cycle.parser.buffered_bytes > 0     # the rest waits, unparsed
+    # Each drain lets some more pings be answered, until all are.
+    for _ in range(50):
+        if conn.cycle.reading:
+            break
+        conn.drain()
+    assert conn.reading[-1] is True
+    assert len([f for f in conn.frames() if f[0] == OP_PONG]) == 50

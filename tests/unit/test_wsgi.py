@@ -18,7 +18,7 @@ import pytest
 from selectserver.config import Config
 from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
-    ClientDisconnected, FileWrapper, WSGICycle, WSGIInput, build_environ, _script_name)
+    ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ, _script_name)
 
 BASE = {
     "SCRIPT_NAME": "",
@@ -35,17 +35,23 @@ BASE = {
 class FakeLoop:
     def __init__(self):
         self.closed = False
+        self.errors = []
 
     def call_soon_threadsafe(self, callback, *args):
         if self.closed:
             raise RuntimeError("Event loop is closed")
         callback(*args)
 
+    def call_exception_handler(self, context):
+        self.errors.append(context)
+
 
 class FakeServer:
     def __init__(self, config):
         self.config = config
         self.scheme = "http"
+        self.read_high_bytes = config.read_buffer_high_bytes
+        self.write_high_bytes = config.write_buffer_high_bytes
 
 
 class FakeConnection:
@@ -104,12 +110,68 @@ def serve(app, request=None, conn=None):
     """Run ``app`` for ``request`` on a fake connection; return the connection."""
     conn = conn or FakeConnection()
     request = request or make_request()
-    cycle = WSGICycle(conn, app, request)
+    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop))
     cycle.environ = environ_for(request, conn)
     cycle.environ["wsgi.input"] = cycle.input
     conn.cycle = cycle
     cycle.run(threading.Condition(threading.RLock()))
     return conn
+
+
+# -- the queue to the loop ------------------------------------------------------------
+
+
+class QueueingLoop(FakeLoop):
+    """Keeps call_soon_threadsafe callbacks until ``run()``."""
+
+    def __init__(self):
+        super().__init__()
+        self.ready = []
+
+    def call_soon_threadsafe(self, callback, *args):
+        if self.closed:
+            raise RuntimeError("Event loop is closed")
+        self.ready.append((callback, args))
+
+    def run(self):
+        ready, self.ready = self.ready, []
+        for callback, args in ready:
+            callback(*args)
+
+
+def test_loop_queue_wakes_the_loop_once_per_batch():
+    loop = QueueingLoop()
+    to_loop = LoopQueue(loop)
+    ran = []
+    for number in range(3):
+        to_loop.call(ran.append, number)
+    assert len(loop.ready) == 1 and ran == []
+    loop.run()
+    assert ran == [0, 1, 2]
+    to_loop.call(ran.append, 3)
+    assert len(loop.ready) == 1
+    loop.run()
+    assert ran == [0, 1, 2, 3]
+
+
+def test_loop_queue_goes_on_after_a_failing_callback():
+    loop = QueueingLoop()
+    to_loop = LoopQueue(loop)
+    ran = []
+    to_loop.call(lambda: 1 / 0)
+    to_loop.call(ran.append, "after")
+    loop.run()
+    assert ran == ["after"]
+    assert isinstance(loop.errors[0]["exception"], ZeroDivisionError)
+
+
+def test_loop_queue_on_a_closed_loop_raises_every_time():
+    loop = QueueingLoop()
+    loop.closed = True
+    to_loop = LoopQueue(loop)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            to_loop.call(print)
 
 
 # -- the environ ---------------------------------------------------------------------
@@ -277,6 +339,17 @@ def test_the_first_read_asks_the_loop_for_the_body():
 def test_a_request_without_body_never_asks():
     body = WSGIInput(None, False, 1024)
     assert body.read() == b"" and body.readline() == b"" and list(body) == []
+
+
+def test_requests_without_body_share_an_input_a_disconnect_cannot_spoil():
+    conn = FakeConnection()
+    first = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop))
+    second = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop))
+    assert first.input is second.input
+    first.on_disconnect()
+    assert second.input.read() == b"" and second.input.readline() == b""
+    with_body = WSGICycle(conn, hello, make_request(b"POST", content_length=1), LoopQueue(conn.loop))
+    assert with_body.input is not first.input
 
 
 def test_a_full_buffer_pauses_the_loop_until_the_app_reads():
@@ -540,7 +613,7 @@ def test_an_app_is_not_called_for_a_client_already_gone():
     called = []
     conn = FakeConnection()
     request = make_request()
-    cycle = WSGICycle(conn, lambda e, s: called.append(1), request)
+    cycle = WSGICycle(conn, lambda e, s: called.append(1), request, LoopQueue(conn.loop))
     cycle.environ = environ_for(request, conn)
     conn.cycle = cycle
     cycle.on_disconnect()

@@ -246,6 +246,10 @@ class WebSocketCycle(Protocol):
         leftover = conn.upgrade(self)
         self.phase = _OPEN
         conn.write(head)
+        on_response = conn.server.on_response
+        if on_response is not None:
+            # The access log's line for a websocket: its 101.
+            on_response(conn, conn.request, conn.writer, conn.loop.time() - conn.started_at)
         interval = conn.server.config.ws_ping_interval_s
         if interval:
             self._ping_handle = conn.loop.call_later(interval, self._on_ping_due)

@@ -203,6 +203,16 @@ def test_asyncio_clients_100_at_once(serve):
     assert sorted(asyncio.run(asyncio.wait_for(main(), 60))) == list(range(100))
 
 
+def test_the_access_log_has_a_line_for_the_101(serve, caplog):
+    server = serve(ws_apps.echo, access_log=True)
+    with caplog.at_level("INFO", logger="selectserver.access"):
+        with connect(ws_url(server, "/chat?x=1")) as ws:
+            ws.send("hi")
+            assert ws.recv() == "hi"
+    lines = [r.getMessage() for r in caplog.records if r.name == "selectserver.access"]
+    assert len(lines) == 1 and "/chat?x=1" in lines[0] and " 101" in lines[0], lines
+
+
 def test_subprotocol_is_chosen_by_the_app(serve):
     server = serve(ws_apps.echo)
     with connect(ws_url(server), subprotocols=["v2.chat", "v1.chat"]) as ws:

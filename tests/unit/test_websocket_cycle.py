@@ -63,6 +63,7 @@ class FakeServer:
         self.write_high_bytes = 1000
         self.write_low_bytes = 250
         self.date_server = b""
+        self.on_response = None
 
 
 class FakeConnection:
@@ -73,7 +74,9 @@ class FakeConnection:
         self.server = FakeServer(**options)
         self.client = ("127.0.0.1", 5000)
         self.cycle = None
+        self.request = None
         self.writer = None
+        self.started_at = loop.time()
         self.state = "running"
         self.written = []
         self.buffered = 0          # bytes "not yet sent" while stalled
@@ -182,7 +185,7 @@ def start(loop, app, leftover=b"", stalled=False, **options):
     options.setdefault("ws_ping_interval_s", None)
     conn = FakeConnection(loop, leftover, **options)
     conn.stalled = stalled
-    request = handshake_request()
+    request = conn.request = handshake_request()
     conn.writer = ResponseWriter(request)
     assert serve(loop, app, conn, request)
     return conn

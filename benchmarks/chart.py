@@ -66,7 +66,7 @@ def main(json_path: str, png_path: str) -> int:
         lines.grid(alpha=0.3)
 
     figure.text(0.01, 0.01, "one worker pinned to one CPU, wrk on the other; "
-                "absolute numbers vary +-30%% between runs: compare within a run",
+                "absolute numbers vary by 30% between runs: compare within a run",
                 fontsize="small")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(png_path, dpi=90)

@@ -372,19 +372,28 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def worker_rss_bytes(pid: int) -> tuple:
-    """(largest RSS in the tree, sum over the tree): the largest is the worker's."""
-    sizes = [rss_bytes(p) for p in process_tree(pid)]
-    return (max(sizes) if sizes else 0), sum(sizes)
+def tree_rss(pid: int) -> dict:
+    """pid -> VmRSS for pid and its descendants."""
+    return {p: rss_bytes(p) for p in process_tree(pid)}
+
+
+def busiest_process(pid: int) -> int:
+    """The process of the tree that has used the most CPU so far: the worker, after a load.
+
+    Pre-forking servers (selectserver, gunicorn, granian) have a master beside the worker, of
+    about the same RSS after fork: memory is reported for the worker only.
+    """
+    table = _process_table()
+    return max(process_tree(pid, table), key=lambda p: table[p][2])
 
 
 class RssSampler:
-    """Samples the worker RSS of a process tree every `interval_s` in a thread."""
+    """Samples the RSS of every process of a tree every `interval_s` in a thread."""
 
     def __init__(self, pid: int, interval_s: float = 0.02):
         self.pid = pid
         self.interval_s = interval_s
-        self.peak = 0
+        self.peaks: dict = {}
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -392,7 +401,8 @@ class RssSampler:
     def _run(self) -> None:
         tree = process_tree(self.pid)
         while not self._stop.is_set():
-            self.peak = max(self.peak, max((rss_bytes(p) for p in tree), default=0))
+            for p in tree:
+                self.peaks[p] = max(self.peaks.get(p, 0), rss_bytes(p))
             self.samples += 1
             self._stop.wait(self.interval_s)
 
@@ -540,7 +550,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise StartFailed("exited with %d: %s" % (self.process.returncode,
-                                                          self.log_tail()))
+                                                          self.log_tail(lines=1)))
             try:
                 with socket.create_connection((HOST, self.port), timeout=1.0):
                     pass
@@ -648,7 +658,78 @@ def measure_wrk(server: Server, scenario: Scenario, mode: Mode, handle: ServerPr
     summary["client"] = "ab" if use_ab else "wrk"
     summary["command"] = " ".join(shlex.quote(part) for part in _relative(
         build(scenario, "PORT", mode.duration_s, connections)))
+    if options.profile and server.is_ours and not server.is_pypy:
+        summary["profile"] = profile_run(server, scenario, mode, handle,
+                                         build(scenario, handle.port, mode.duration_s,
+                                               connections))
     return summary
+
+
+# ---------------------------------------------------------------- profiles
+
+PY_SPY = os.path.join(VENV_BIN, "py-spy")
+
+
+def profile_run(server: Server, scenario: Scenario, mode: Mode, handle: ServerProcess,
+                load_argv: list) -> dict:
+    """One more load run with py-spy sampling the worker; not counted in the medians.
+
+    The samples go to benchmarks/out/profiles/SERVER-SCENARIO.txt in py-spy's collapsed-stack
+    format (one stack per line, `frame;frame;... count`), and a summary to the same name .md.
+    """
+    if not os.path.exists(PY_SPY):
+        return {"error": "py-spy is not installed (make bench-setup)"}
+    os.makedirs(os.path.join(OUT_DIR, "profiles"), exist_ok=True)
+    stem = os.path.join(OUT_DIR, "profiles", "%s-%s" % (server.name, scenario.key))
+    sampler = subprocess.Popen(
+        [PY_SPY, "record", "--pid", str(busiest_process(handle.pid)), "--rate", "250",
+         "--duration", str(mode.duration_s + 1), "--format", "raw", "--nonblocking",
+         "--output", stem + ".txt"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        preexec_fn=_preexec(CLIENT_CPUS))
+    time.sleep(0.5)     # let py-spy attach before the load starts
+    run = run_load(load_argv, parse_wrk, mode.duration_s, handle.pid)
+    try:
+        _, errors = sampler.communicate(timeout=mode.duration_s + 30)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        _, errors = sampler.communicate()
+    if sampler.returncode != 0 or not os.path.exists(stem + ".txt"):
+        return {"error": "py-spy failed: " + errors.decode("utf-8", "replace")[-300:]}
+    with open(stem + ".txt") as f:
+        summary = summarize_profile(f.read())
+    with open(stem + ".md", "w") as f:
+        f.write("# py-spy: %s, scenario %s (%.0f req/s while sampled)\n\n%s" % (
+            server.name, scenario.key, run.get("rps") or 0, summary))
+    print("\n    profile: %s.md" % os.path.relpath(stem, ROOT), end="", flush=True)
+    return {"path": os.path.relpath(stem + ".txt", ROOT), "summary": summary,
+            "rps_while_sampled": run.get("rps")}
+
+
+def summarize_profile(collapsed: str, top: int = 20) -> str:
+    """Top functions by own samples and by samples under them, from collapsed stacks."""
+    own: dict = {}
+    under: dict = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        frames = [frame.replace(ROOT + "/", "") for frame in frames]
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            under[frame] = under.get(frame, 0) + samples
+    if not total:
+        return "no samples\n"
+    lines = ["%d samples" % total, "", "| own % | with callees % | function (file) |",
+             "|---:|---:|---|"]
+    for frame, samples in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append("| %.1f | %.1f | `%s` |" % (100 * samples / total,
+                                                 100 * under[frame] / total, frame))
+    return "\n".join(lines) + "\n"
 
 
 def _client_process(args: list) -> subprocess.Popen:
@@ -661,7 +742,7 @@ def measure_idle(server: Server, scenario: Scenario, mode: Mode, handle: ServerP
                  options) -> dict:
     """Worker RSS before and while a client holds `mode.idle_connections` idle connections."""
     time.sleep(0.5)
-    baseline, _ = worker_rss_bytes(handle.pid)
+    baselines = tree_rss(handle.pid)
     count = mode.idle_connections
     client = _client_process(["idle", "--port", str(handle.port), "--count", str(count),
                               "--timeout-s", "90"])
@@ -669,24 +750,20 @@ def measure_idle(server: Server, scenario: Scenario, mode: Mode, handle: ServerP
         line = _read_line(client, timeout_s=100)
         report = json.loads(line) if line else {"open": 0, "error": "no report"}
         time.sleep(1.0)     # let the server settle after the last answer
-        held, tree_total = worker_rss_bytes(handle.pid)
+        worker = busiest_process(handle.pid)
+        held = rss_bytes(worker)
         alive = handle.process.poll() is None
     finally:
-        client.stdin.close()
-        try:
-            client.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            client.kill()
-            client.wait()
+        _finish_client(client, timeout_s=30)
     problems = []
     if report.get("open") != count:
         problems.append("%s of %d connections served" % (report.get("open"), count))
     if not alive:
         problems.append("server exited")
     return {"valid": not problems, "invalid": "; ".join(problems),
-            "baseline_rss": baseline, "rss": held, "tree_rss": tree_total,
-            "growth_rss": held - baseline,
-            "bytes_per_connection": (held - baseline) / count if count else None,
+            "baseline_rss": baselines.get(worker, 0), "rss": held,
+            "growth_rss": held - baselines.get(worker, 0),
+            "bytes_per_connection": (held - baselines.get(worker, 0)) / count,
             "client": report,
             "command": "python3 benchmarks/clients.py idle --port PORT --count %d" % count}
 
@@ -695,7 +772,7 @@ def measure_transfer(server: Server, scenario: Scenario, mode: Mode, handle: Ser
                      options) -> dict:
     """Worker RSS sampled every 20 ms during one upload or download of `mode.transfer_bytes`."""
     time.sleep(0.5)
-    baseline, _ = worker_rss_bytes(handle.pid)
+    baselines = tree_rss(handle.pid)
     direction = "upload" if scenario.key == "UP" else "download"
     cpu_before = cpu_seconds(handle.pid)
     with RssSampler(handle.pid) as sampler:
@@ -704,13 +781,10 @@ def measure_transfer(server: Server, scenario: Scenario, mode: Mode, handle: Ser
         try:
             line = _read_line(client, timeout_s=130)
         finally:
-            client.stdin.close()
-            try:
-                client.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait()
+            _finish_client(client, timeout_s=10)
     cpu_s = cpu_seconds(handle.pid) - cpu_before
+    worker = busiest_process(handle.pid)
+    baseline, peak = baselines.get(worker, 0), sampler.peaks.get(worker, 0)
     report = json.loads(line) if line else {"error": "no report"}
     problems = []
     if "error" in report:
@@ -722,11 +796,21 @@ def measure_transfer(server: Server, scenario: Scenario, mode: Mode, handle: Ser
     elif direction == "download" and report.get("received") != mode.transfer_bytes:
         problems.append("received %s bytes" % report.get("received"))
     return {"valid": not problems, "invalid": "; ".join(problems),
-            "baseline_rss": baseline, "peak_rss": sampler.peak,
-            "growth_rss": sampler.peak - baseline, "samples": sampler.samples,
+            "baseline_rss": baseline, "peak_rss": peak,
+            "growth_rss": peak - baseline, "samples": sampler.samples,
             "mb_per_s": report.get("mb_per_s"), "server_cpu_s": cpu_s, "client": report,
             "command": "python3 benchmarks/clients.py %s --port PORT --bytes %d" % (
                 direction, mode.transfer_bytes)}
+
+
+def _finish_client(client: subprocess.Popen, timeout_s: float) -> None:
+    """Close the client's stdin (its signal to let go), then wait for it, or kill it."""
+    client.stdin.close()
+    try:
+        client.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        client.wait()
 
 
 def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
@@ -806,6 +890,8 @@ def _relative(argv: list) -> list:
         part = str(part)
         if part == sys.executable:
             part = "python3"
+        elif part == shutil.which("pypy3"):
+            part = "pypy3"
         part = part.replace(VENV_BIN + "/", "benchmarks/.peers/venv/bin/")
         part = part.replace(ROOT + "/", "")
         shown.append(part)
@@ -1110,6 +1196,10 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
         lines += ["**The machine was not quiet** (load average %.2f at start, %s at end): "
                   "absolute numbers are low and noisy; compare ratios only, and not closely."
                   % (load, results["machine"].get("loadavg_at_end", "?").split()[0]), ""]
+    if results.get("merged_from"):
+        lines += ["Merged from the runs started at %s: ratios between cells of different runs "
+                  "are less reliable than within one run." % ", ".join(results["merged_from"]),
+                  ""]
     if results["filtered"]:
         lines += ["Filtered run: servers %s; scenarios %s." % (
             ", ".join(results["servers"]), ", ".join(results["scenarios"])), ""]
@@ -1217,6 +1307,15 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
         lines += _table(["scenario", "server", "req/s per run", "p50", "p99",
                          "server CPU busy", "status"], rows) + [""]
 
+    profiled = [record for record in results["records"] if record.get("profile", {}).get(
+        "summary")]
+    for record in profiled:
+        lines += ["### Profile: %s, %s (py-spy, one extra run at %s req/s)" % (
+            SERVERS_BY_NAME[record["server"]].label, record["scenario"],
+            _k(record["profile"].get("rps_while_sampled"))), "",
+            "Raw stacks: `%s`." % record["profile"]["path"], "",
+            record["profile"]["summary"].rstrip("\n"), ""]
+
     lines += ["### Commands", "", "Servers (PORT is picked by the runner; the app changes per "
               "scenario, see `benchmarks/apps.py`):", "", "```"]
     seen = set()
@@ -1241,8 +1340,8 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
         if note:
             lines.append("- %s: %s." % (key, note))
     lines += ["- Server CPU is utime + stime of the server's process tree from /proc, over each "
-              "run, divided by the requests wrk completed; RSS is VmRSS of the largest "
-              "process in the tree (the worker).", ""]
+              "run, divided by the requests wrk completed; RSS is VmRSS of the worker (the process "
+              "of the tree that used the most CPU in the run).", ""]
     if results["skipped"]:
         lines += ["Not run: %s." % "; ".join("%s (%s)" % item
                                              for item in results["skipped"].items()), ""]
@@ -1307,6 +1406,54 @@ def draw_chart(json_path: str, png_path: str) -> str:
 
 # ---------------------------------------------------------------- main
 
+def merge_results(paths: list) -> dict:
+    """Several raw results of one mode as one: a later record of a (scenario, server) wins."""
+    merged = None
+    for path in paths:
+        with open(path) as f:
+            results = json.load(f)
+        if merged is None:
+            merged = dict(results, records=[], merged_from=[])
+        elif results["mode"] != merged["mode"]:
+            raise SystemExit("%s is a %s run, not %s" % (path, results["mode"], merged["mode"]))
+        merged["merged_from"].append(results["started"])
+        keys = {(record["scenario"], record["server"]) for record in results["records"]}
+        merged["records"] = [record for record in merged["records"]
+                             if (record["scenario"], record["server"]) not in keys]
+        merged["records"] += results["records"]
+        for field in ("servers", "scenarios"):
+            merged[field] += [name for name in results[field] if name not in merged[field]]
+        merged["skipped"].update(results["skipped"])
+        merged["filtered"] = merged["filtered"] and results["filtered"]
+        merged["elapsed_s"] = merged.get("elapsed_s", 0) + results.get("elapsed_s", 0)
+        for field in ("machine", "versions", "settings"):
+            merged[field] = results[field]
+    order = {key: index for index, key in enumerate(SCENARIOS_BY_KEY)}
+    merged["scenarios"].sort(key=lambda key: order.get(key, len(order)))
+    merged["servers"].sort(key=lambda name: [s.name for s in SERVERS].index(name))
+    merged["records"].sort(key=lambda record: (order.get(record["scenario"], len(order)),
+                                                merged["servers"].index(record["server"])))
+    if len(merged["merged_from"]) < 2:
+        del merged["merged_from"]
+    return merged
+
+
+def publish(results: dict, json_path: str, to_results_md: bool) -> str:
+    """Draw the chart and write the Markdown; returns the Markdown file's path."""
+    mode = results["mode"]
+    if to_results_md:
+        target_md = RESULTS_MD
+        chart_path = os.path.join(BENCH_DIR, "results-%s.png" % mode)
+    else:
+        target_md = os.path.join(OUT_DIR, "RESULTS-%s-partial.md" % mode)
+        chart_path = os.path.join(OUT_DIR, "results-%s-partial.png" % mode)
+    chart_note = draw_chart(json_path, chart_path)
+    chart_name = (os.path.relpath(chart_path, os.path.dirname(target_md))
+                  if not chart_note else None)
+    write_results_md(target_md, mode, render(results, chart_name, chart_note))
+    return target_md
+
+
 def _select(names: str | None, known: dict, default: list, what: str) -> list:
     if not names:
         return [known[name] for name in default]
@@ -1331,6 +1478,9 @@ def main(argv: list | None = None) -> int:
     what.add_argument("--quick", action="store_true", help="A D E F, 3 servers, 1 x 3 s")
     what.add_argument("--full", action="store_true", help="every scenario, median of 3 x 5 s")
     what.add_argument("--list", action="store_true", help="print servers and scenarios")
+    what.add_argument("--report", nargs="+", metavar="JSON",
+                      help="rewrite RESULTS.md from saved raw results (benchmarks/out/*.json); "
+                           "several files of one mode are merged, later ones winning")
     parser.add_argument("--only", help="comma-separated server names")
     parser.add_argument("--scenario", help="comma-separated scenario keys (A,B,...,S1,IDLE,UP)")
     parser.add_argument("--runs", type=int, help="runs per cell (median taken)")
@@ -1340,6 +1490,9 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--idle-connections", type=int, help="for IDLE (default 10000)")
     parser.add_argument("--b-client", choices=("wrk", "ab"), default="wrk",
                         help="load tool for scenario B (default wrk)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the measured runs, one more run of selectserver (CPython) "
+                             "under py-spy; summaries in benchmarks/out/profiles/")
     parser.add_argument("--write", action="store_true",
                         help="write RESULTS.md even for a filtered run")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -1347,6 +1500,15 @@ def main(argv: list | None = None) -> int:
 
     if options.setup:
         return setup()
+    if options.report:
+        results = merge_results(options.report)
+        os.makedirs(OUT_DIR, exist_ok=True)
+        json_path = os.path.join(OUT_DIR, "results-%s-merged.json" % results["mode"])
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        target_md = publish(results, json_path, True)
+        print("written: " + os.path.relpath(target_md, ROOT))
+        return 0
     mode = dataclasses.replace(MODES["full" if options.full or options.list else "quick"])
     if options.runs:
         mode.runs = options.runs
@@ -1397,16 +1559,7 @@ def main(argv: list | None = None) -> int:
     print("raw results: " + os.path.relpath(json_path, ROOT))
     if options.no_write:
         return 0
-    if results["filtered"] and not options.write:
-        target_md = os.path.join(OUT_DIR, "RESULTS-%s-partial.md" % mode.name)
-        chart_path = os.path.join(OUT_DIR, "results-%s-partial.png" % mode.name)
-    else:
-        target_md = RESULTS_MD
-        chart_path = os.path.join(BENCH_DIR, "results-%s.png" % mode.name)
-    chart_note = draw_chart(json_path, chart_path)
-    chart_name = os.path.relpath(chart_path, os.path.dirname(target_md)) if not chart_note \
-        else None
-    write_results_md(target_md, mode.name, render(results, chart_name, chart_note))
+    target_md = publish(results, json_path, not results["filtered"] or options.write)
     print("written: " + os.path.relpath(target_md, ROOT))
     return 0
 

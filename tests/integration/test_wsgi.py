@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from selectserver import connection as connection_module
 from tests.apps import wsgi_apps
 from tests.integration.conftest import raw_exchange, read_response
+from tests.integration.test_tls import certificate  # noqa: F401  (a fixture)
 
 MIB = 1024 * 1024
 
@@ -374,6 +376,25 @@ def test_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
     assert sum(calls) >= len(data)
     status, headers, body = get(server, "/?path=%s" % path, method="HEAD")
     assert (status, body, headers["content-length"]) == (200, b"", str(len(data)))
+
+
+@pytest.mark.requires_program("openssl")
+def test_file_wrapper_over_tls_is_read_not_sendfiled(serve, tmp_path, monkeypatch, certificate):
+    data = os.urandom(3 * MIB + 5)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    calls = []
+    monkeypatch.setattr(connection_module.os, "sendfile", lambda *args: calls.append(args))
+    server = serve(wsgi_apps.file_wrapper, ssl_certfile=certificate["cert"],
+                   ssl_keyfile=certificate["key"])
+    context = ssl.create_default_context(cafile=certificate["cert"])
+    client = http.client.HTTPSConnection(*server.address, context=context, timeout=30)
+    for _ in range(2):   # twice on one connection: the response ended cleanly
+        client.request("GET", "/?path=%s" % path)
+        response = client.getresponse()
+        assert response.status == 200 and response.read() == data
+    client.close()
+    assert calls == []
 
 
 # -- validation and real clients ---------------------------------------------------------

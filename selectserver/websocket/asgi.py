@@ -36,7 +36,8 @@ from ..connection import Connection, Protocol
 from ..errors import InvalidResponse
 from ..http11.events import Request
 from ..task import AppTask
-from .frames import NEED_DATA, FrameParser, FrameWriter, Message, Ping, Pong, ProtocolError
+from .frames import (NEED_DATA, FrameParser, FrameWriter, Message, Ping, Pong, ProtocolError,
+                     valid_close_code)
 from .handshake import (HandshakeError, accept_headers, negotiate_deflate, read_handshake,
                         upgrade_requested)
 
@@ -183,9 +184,14 @@ class WebSocketCycle(Protocol):
             if self.phase is not _OPEN:
                 self._refuse_send(kind)
             text = message.get("text")
-            data = text if text is not None else message.get("bytes")
-            if data is None:
-                raise RuntimeError("websocket.send needs text or bytes")
+            if text is not None:
+                if text.__class__ is not str:
+                    raise TypeError("websocket.send text must be str, not %s" % type(text).__name__)
+                data = text
+            else:
+                data = message.get("bytes")
+                if data is None:
+                    raise RuntimeError("websocket.send needs text or bytes")
             conn = self.conn
             conn.write(self.writer.message(data))
             if conn.write_buffer_bytes > conn.server.write_high_bytes:
@@ -263,6 +269,8 @@ class WebSocketCycle(Protocol):
             self._finish(ABNORMAL_CLOSURE, "")
             self.conn.respond_error(403)
         elif phase is _OPEN:
+            if code.__class__ is not int or not valid_close_code(code):
+                raise RuntimeError("invalid close code %r" % (code,))
             self._send_close(code, reason)
         elif phase is _RESPONSE:
             raise RuntimeError("websocket.close after a denial response started")

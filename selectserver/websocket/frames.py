@@ -537,13 +537,17 @@ class FrameWriter:
         self.deflate = deflate
 
     def message(self, data: Union[str, bytes]) -> bytes:
-        """One unfragmented text (``str``) or binary (bytes-like) message."""
+        """One unfragmented text (``str``) or binary (bytes-like) message.
+
+        Raises ``TypeError`` for anything else.
+        """
         if type(data) is str:
             opcode = OP_TEXT
             payload = data.encode("utf-8")
         else:
             opcode = OP_BINARY
-            payload = bytes(data)
+            # memoryview() refuses what is not bytes-like (bytes(5) would not).
+            payload = data if type(data) is bytes else memoryview(data).tobytes()
         deflate = self.deflate
         if deflate is not None:
             payload = deflate.compress(payload)

@@ -371,6 +371,10 @@ def test_denial_response(loop):
     ([{"type": "websocket.accept"}, {"type": "websocket.http.response.start", "status": 200}],
      RuntimeError),
     ([{"type": "websocket.nonsense"}], RuntimeError),
+    ([{"type": "websocket.accept"}, {"type": "websocket.send", "text": b"bytes"}], TypeError),
+    ([{"type": "websocket.accept"}, {"type": "websocket.send", "bytes": 5}], TypeError),
+    ([{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1005}], RuntimeError),
+    ([{"type": "websocket.accept"}, {"type": "websocket.close", "code": 5000}], RuntimeError),
 ])
 def test_misuse_raises_in_the_app(loop, messages, error):
     caught = []

@@ -175,36 +175,10 @@ class WSGIInput:
     # -- the app's side ----------------------------------------------------------------
 
     def read(self, size: Optional[int] = -1) -> bytes:
-        if size is None or size < 0:
-            size = -1
-        elif size == 0:
-            return b""
-        pieces = []
-        got = 0
-        while size < 0 or got < size:
-            piece = self._read_some(size - got if size >= 0 else -1, False)
-            if not piece:
-                break
-            pieces.append(piece)
-            got += len(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return self._read(size, False)
 
     def readline(self, size: Optional[int] = -1) -> bytes:
-        if size is None or size < 0:
-            size = -1
-        elif size == 0:
-            return b""
-        pieces = []
-        got = 0
-        while size < 0 or got < size:
-            piece = self._read_some(size - got if size >= 0 else -1, True)
-            if not piece:
-                break
-            pieces.append(piece)
-            got += len(piece)
-            if piece[-1:] == b"\n":
-                break
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return self._read(size, True)
 
     def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
         lines = []
@@ -226,6 +200,24 @@ class WSGIInput:
         if not line:
             raise StopIteration
         return line
+
+    def _read(self, size: Optional[int], line: bool) -> bytes:
+        """Up to ``size`` bytes (all if negative), stopping after a newline if ``line``."""
+        if size is None or size < 0:
+            size = -1
+        elif size == 0:
+            return b""
+        pieces = []
+        got = 0
+        while size < 0 or got < size:
+            piece = self._read_some(size - got if size >= 0 else -1, line)
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+            if line and piece[-1:] == b"\n":
+                break
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _read_some(self, limit: int, line: bool) -> bytes:
         """At least one byte (at most ``limit``; up to a newline if ``line``),

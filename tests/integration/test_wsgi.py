@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -57,16 +58,14 @@ def test_hello_is_detected_as_wsgi_and_framed(serve):
     assert headers["content-length"] == "13"
 
 
-def test_keep_alive_and_pipelining_answer_in_order(serve):
-    server = serve(wsgi_apps.echo)
-    requests = b"".join(
-        b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % (n, n) for n in range(5))
-    with socket.create_connection(server.address, timeout=10) as sock:
-        sock.sendall(requests)
-        rest = b""
-        for number in range(5):
-            status, headers, body, rest = read_response(sock, rest)
-            assert (status, body, headers["x-path"]) == (200, b"%d" % number, "/%d" % number)
+def test_pipelined_requests_leave_the_pool_in_order(serve):
+    server = serve(wsgi_apps.echo, threads=4)
+    requests = [b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n%02d" % (n, n)
+                for n in range(20)]
+    requests.append(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    response = raw_exchange(server.address, b"".join(requests))
+    assert re.findall(rb"x-path: (/\w+)", response, re.I) == [b"/%d" % n for n in range(20)] + [b"/last"]
+    assert response.count(b"HTTP/1.1 200 OK") == 21
 
 
 def test_environ_over_the_wire(serve):

@@ -19,6 +19,7 @@ from selectserver.config import Config
 from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
     ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ, _script_name)
+from tests.apps import wsgi_apps
 
 BASE = {
     "SCRIPT_NAME": "",
@@ -506,31 +507,16 @@ def test_error_after_the_head_aborts_the_connection_and_closes():
 
 
 def test_exc_info_before_the_head_replaces_it():
-    def app(environ, start_response):
-        start_response("200 OK", [("X-Ok", "1")])
-        try:
-            raise KeyError("x")
-        except KeyError:
-            start_response("500 Internal Server Error", [("X-Error", "1")], sys.exc_info())
-        return [b"sorry"]
-
-    assert serve(app).calls == [
-        ("respond", 500, [(b"X-Error", b"1"), (b"content-length", b"5")], b"sorry", True)]
+    assert serve(wsgi_apps.replaces_head_with_exc_info).calls == [
+        ("respond", 503, [(b"Content-Type", b"text/plain"), (b"content-length", b"24")],
+         b"the app's own error page", True)]
 
 
 def test_exc_info_after_the_head_re_raises(caplog):
-    def app(environ, start_response):
-        write = start_response("200 OK", [])
-        write(b"partial")
-        try:
-            raise KeyError("the original")
-        except KeyError:
-            start_response("500 Internal Server Error", [], sys.exc_info())
-        return [b"never"]
-
-    conn = serve(app)
-    assert conn.calls == [("respond", 200, [], b"partial", False), ("abort",)]
-    assert "the original" in caplog.text
+    conn = serve(wsgi_apps.exc_info_after_head)
+    assert conn.calls == [("respond", 200, [(b"Content-Type", b"text/plain")], b"already sent", False),
+                          ("abort",)]
+    assert "too late" in caplog.text   # the app's own exception, re-raised
 
 
 def test_start_response_twice_without_exc_info_is_an_error():

@@ -88,13 +88,14 @@ def run(config: Config) -> int:
         log.error("%s", exc.strerror or exc)
         return EXIT_LISTEN
     try:
-        announce(listeners, "https" if config.is_ssl else "http")
         if config.pid_file:
             try:
                 write_pid_file(config.pid_file)
             except OSError as exc:
                 log.error("cannot write the pid file %s: %s", config.pid_file, exc.strerror or exc)
                 return EXIT_PID_FILE
+        # After the pid file: whoever waits for this line may read it.
+        announce(listeners, "https" if config.is_ssl else "http")
         try:
             if hasattr(os, "fork") and threading.current_thread() is threading.main_thread():
                 return Master(config, listeners).run()

@@ -171,7 +171,7 @@ def test_pid_file(start, tmp_path):
 
 def test_unwritable_pid_file_exits_5(app_dir, tmp_path):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0",
-                            "--pid", str(tmp_path / "missing" / "server.pid")])
+                            "--pid", str(tmp_path / "missing" / "server.pid")], wait_listening=False)
     assert server.wait() == 5
     assert "cannot write the pid file" in server.log()
 

@@ -588,3 +588,27 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_held_back(serve):
     assert sent < 50 * 1024 * 1024, sent
     client.close()
     assert EVENTS.get()["code"] == 1006
+
+
+def test_random_bytes_after_the_handshake_never_hang_or_hurt_the_worker(serve):
+    import random
+
+    rng = random.Random(1006)
+    server = serve(ws_apps.echo, ws_ping_interval_s=0.2, ws_ping_timeout_s=0.3,
+                   ws_max_size_bytes=1 << 16)
+    clients = []
+    for _ in range(30):
+        client = RawClient(server)
+        garbage = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        if rng.random() < 0.5:
+            garbage = encode_frame(OP_TEXT, b"valid first", mask=MASK) + garbage
+        client.sock.sendall(garbage)
+        clients.append(client)
+    for client in clients:
+        # A fault closes at once; a frame left waiting for bytes that never
+        # come is ended by the keep-alive ping, which this client ignores.
+        assert client.at_eof(timeout=5)
+        client.close()
+    with connect(ws_url(server)) as ws:
+        ws.send("still serving")
+        assert ws.recv() == "still serving"

@@ -25,6 +25,7 @@ from tests.apps import ws_apps
 from tests.apps.ws_apps import EVENTS
 from tests.conftest import requires
 from tests.integration.conftest import read_response
+from tests.integration.test_tls import certificate  # noqa: F401 (a fixture)
 
 websockets = requires("websockets")
 
@@ -612,3 +613,18 @@ def test_random_bytes_after_the_handshake_never_hang_or_hurt_the_worker(serve):
     with connect(ws_url(server)) as ws:
         ws.send("still serving")
         assert ws.recv() == "still serving"
+
+
+@pytest.mark.requires_program("openssl")
+def test_wss_over_tls(serve, certificate):
+    import ssl
+
+    server = serve(ws_apps.echo, ssl_certfile=certificate["cert"], ssl_keyfile=certificate["key"])
+    context = ssl.create_default_context(cafile=certificate["cert"])
+    host, port = server.address[:2]
+    big = os.urandom(1 << 20)
+    with connect("wss://%s:%d/" % (host, port), ssl=context, max_size=2 << 20) as ws:
+        ws.send("scope")
+        assert json.loads(ws.recv())["scheme"] == "wss"
+        ws.send(big)
+        assert ws.recv() == big

@@ -85,13 +85,16 @@ def read_handshake(request: Request) -> Handshake:
     """Check a request that asked to upgrade to websocket (RFC 6455 §4.2.1).
 
     Raises ``HandshakeError`` (400) for a handshake that is not GET on
-    HTTP/1.1, lacks ``Connection: upgrade``, or has no valid key, and
-    ``UnsupportedVersion`` (426) for a version other than 13.
+    HTTP/1.1, has a body, lacks ``Connection: upgrade``, or has no valid
+    key, and ``UnsupportedVersion`` (426) for a version other than 13.
     """
     if request.method != b"GET":
         raise HandshakeError("websocket handshake must be a GET")
     if request.http_version != "1.1":
         raise HandshakeError("websocket handshake needs HTTP/1.1")
+    if request.has_body:
+        # Its bytes would be taken for the first frames after the 101.
+        raise HandshakeError("websocket handshake with a body")
     connection: List[bytes] = []
     keys: List[bytes] = []
     versions: List[bytes] = []

@@ -388,6 +388,7 @@ def test_wrong_version_is_426_naming_13(serve):
     HANDSHAKE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short")
     + b"Sec-WebSocket-Version: 13\r\n\r\n",                                    # bad key
     HANDSHAKE.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Sec-WebSocket-Version: 13\r\n\r\n",
+    HANDSHAKE + b"Sec-WebSocket-Version: 13\r\nContent-Length: 4\r\n\r\nbody",
     HANDSHAKE + b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a b, \xff\r\n\r\n",
 ])
 def test_bad_handshakes_are_400(serve, request_bytes):

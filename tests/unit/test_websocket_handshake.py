@@ -60,6 +60,9 @@ def test_upgrade_is_not_requested(headers):
 @pytest.mark.parametrize("case, req", [
     ("POST", request(method=b"POST")),
     ("HTTP/1.0", request(version="1.0")),
+    ("a body", Request(b"GET", b"/", "1.1", request().headers + [(b"content-length", b"5")],
+                       content_length=5)),
+    ("a chunked body", Request(b"GET", b"/", "1.1", request().headers, chunked=True)),
     ("no Connection", request(drop=(b"connection",))),
     ("Connection without upgrade", request((b"connection", b"keep-alive"), drop=(b"connection",))),
     ("no key", request(drop=(b"sec-websocket-key",))),

@@ -336,10 +336,17 @@ class Master:
         max_requests = self.config.max_requests
         if max_requests:
             max_requests += random.randint(0, self.config.max_requests_jitter)
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            self._run_child(listeners, write_end, max_requests)   # never returns
+        # A signal caught between fork() and the child's own handlers would
+        # run the master's handler in the child and be lost: hold them until
+        # each side has the handlers it should have.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(self._saved_handlers))
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                self._run_child(listeners, write_end, max_requests, mask)   # never returns
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
         os.set_blocking(read_end, False)
         worker = WorkerProcess(pid, slot, read_end, now)
@@ -357,7 +364,8 @@ class Master:
         shared = [sock for sock in self.listeners if sock not in self.reuse_port]
         return shared + self.slot_sockets[slot]
 
-    def _run_child(self, listeners: List[socket.socket], pipe: int, max_requests: int) -> None:
+    def _run_child(self, listeners: List[socket.socket], pipe: int, max_requests: int,
+                   mask: Any) -> None:
         """In the forked worker: reset what belongs to the master, serve, ``_exit``."""
         code = EXIT_ERROR
         heartbeat = Heartbeat(pipe, max_requests, os.getppid())
@@ -369,6 +377,7 @@ class Master:
                 # Meant for the master (sent to the whole process group, say).
                 signal.signal(getattr(signal, name), signal.SIG_IGN)
             signal.signal(signal.SIGQUIT, _exit_at_once)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self.selector.fileno())   # not unregister(): the epoll set is shared
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)

@@ -173,6 +173,9 @@ class ServerState:
         # With TLS, the worker sets the server's ssl.SSLContext here.
         self.ssl_context: Optional[ssl.SSLContext] = None
         self.limit_concurrency = config.limit_concurrency
+        # Called as trace(conn, old_state, new_state) on every transition
+        # when --trace is on (see trace.py).
+        self.trace: Optional[Callable[["Connection", State, State], None]] = None
         # Called as on_response(conn, request, writer, duration_s) after
         # every response; the worker sets it when the access log is on.
         self.on_response: Optional[Callable[..., None]] = None
@@ -223,7 +226,10 @@ class Connection:
     def _set_state(self, new: State) -> None:
         if new not in TRANSITIONS[self.state]:
             raise RuntimeError("illegal transition %s -> %s" % (self.state, new))
-        self.state = new
+        old, self.state = self.state, new
+        trace = self.server.trace
+        if trace is not None:
+            trace(self, old, new)
         timeout = self.server.timeouts_s.get(new)
         # RUNNING has no deadline: how long the app takes is its business.
         self.deadline = _monotonic() + timeout if timeout else 0.0
@@ -647,7 +653,10 @@ class Connection:
         """Close the socket now; pending output is dropped."""
         if self.state is CLOSED:
             return
-        self.state = CLOSED
+        old, self.state = self.state, CLOSED
+        trace = self.server.trace
+        if trace is not None:
+            trace(self, old, CLOSED)
         self.deadline = 0.0
         self.loop.remove_connection(self.sock)
         try:

@@ -379,7 +379,8 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return describe(self.listeners[0])
+        url = describe(self.listeners[0])
+        return "https" + url[4:] if self.config.is_ssl and url.startswith("http:") else url
 
     def start(self) -> "ServerThread":
         self._thread.start()

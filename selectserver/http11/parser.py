@@ -44,7 +44,6 @@ from .grammar import (
     FIELD_LINE_CHARS,
     FIELD_NAMES,
     OWS,
-    REQUEST_LINE_CHARS,
     SCHEME_CHARS,
     TCHAR,
     is_hex,
@@ -111,6 +110,11 @@ _PAUSED = 7         # EndOfMessage returned; waiting for start_next_request()
 _FAILED = 8         # an HTTPError was raised; it is raised again
 
 _KNOWN_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+
+# RFC 9110 §9.3 methods, known to be tokens: a set lookup is cheaper than
+# translate() on the hot path.  Any other token is accepted the slow way.
+_COMMON_METHODS = frozenset(
+    (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"))
 
 # The fields the parser interprets while it reads the head (RFC 9112 §6 for
 # framing, RFC 9110 §7.2 Host, §7.6.1 Connection, §10.1.1 Expect).
@@ -222,7 +226,7 @@ class RequestParser:
         if self._offset == len(buffer):
             # The usual case, a whole request per recv(): keep the bytes
             # object itself, no copy.
-            self._buffer = bytes(data)
+            self._buffer = data if type(data) is bytes else bytes(data)
             self._offset = 0
             return
         if type(buffer) is bytes:
@@ -293,7 +297,9 @@ class RequestParser:
 
     def _read_head(self) -> Event:
         buffer, start = self._buffer, self._offset
-        if buffer.startswith(b"\r\n", start):
+        if not buffer:
+            return NEED_DATA
+        if buffer[start] == 13 and buffer.startswith(b"\r\n", start):  # 13: CR
             self._skip_empty_lines(buffer, start)
             buffer, start = self._buffer, self._offset
         end = buffer.find(b"\r\n\r\n", start + self._searched)
@@ -303,8 +309,12 @@ class RequestParser:
         limits = self.limits
         if end + 4 - start > limits.max_header_bytes:
             self._raise_head_limit(buffer, start, end)
-        head = _slice(buffer, start, end)
-        self._consume(end + 4)
+        head = buffer[start:end] if type(buffer) is bytes else _slice(buffer, start, end)
+        if end + 4 == len(buffer):
+            self._buffer = b""
+            self._offset = 0
+        else:
+            self._offset = end + 4
         self._searched = 0
         self._line_searched = 0
 
@@ -317,13 +327,15 @@ class RequestParser:
         # not depend on how the head was split into feeds (see _incomplete_head).
         if len(head.translate(None, FIELD_LINE_CHARS)) != 2 * (len(lines) - 1):
             raise BadRequest(_octet_error(lines))
-        if request_line.translate(None, REQUEST_LINE_CHARS):
+        # The line has no CTL but maybe HTAB (checked above); what else
+        # REQUEST_LINE_CHARS excludes is obs-text.  Cheaper than translate().
+        if 9 in request_line or not request_line.isascii():
             raise BadRequest("invalid octet in the request line")
         parts = request_line.split(b" ")
         if len(parts) != 3:
             raise BadRequest("the request line is not method SP target SP version")
         method, target, version = parts
-        if not method or method.translate(None, TCHAR):
+        if method not in _COMMON_METHODS and (not method or method.translate(None, TCHAR)):
             raise BadRequest("the method is not a token")
         http_version = _KNOWN_VERSIONS.get(version) or _parse_version(version)
         if target[:1] != b"/" or method == b"CONNECT":
@@ -400,16 +412,17 @@ class RequestParser:
     def _request(self, method: bytes, target: bytes, http_version: str,
                  headers: Headers, semantic: Headers) -> Request:
         """Build the Request, applying the rules of the fields that frame it."""
-        hosts = 0
+        host_seen = False
         content_length: Optional[int] = None
-        transfer_codings: Optional[List[bytes]] = None
-        connection_options: List[bytes] = []
-        expectations: List[bytes] = []
+        # Repeated list fields are one list (RFC 9110 §5.3): join, read once.
+        transfer_encoding: Optional[bytes] = None
+        connection: Optional[bytes] = None
+        expect: Optional[bytes] = None
         for name, value in semantic:
             if name == b"host":
-                hosts += 1
-                if hosts > 1:
+                if host_seen:
                     raise BadRequest("several Host fields")  # RFC 9112 §3.2
+                host_seen = True
                 if value not in _VALID_HOSTS and not _remember_host(value):
                     raise BadRequest("invalid Host")  # RFC 9112 §3.2
             elif name == b"content-length":
@@ -418,16 +431,17 @@ class RequestParser:
                     # RFC 9112 §6.3 (5): differing lengths are unrecoverable.
                     raise BadRequest("conflicting Content-Length values")
                 content_length = length
-            elif name == b"transfer-encoding":
-                transfer_codings = (transfer_codings or []) + _list_elements(value)
             elif name == b"connection":
-                connection_options += _list_elements(value)
+                connection = value if connection is None else connection + b"," + value
+            elif name == b"transfer-encoding":
+                transfer_encoding = (value if transfer_encoding is None
+                                     else transfer_encoding + b"," + value)
             else:
-                expectations += _list_elements(value)
+                expect = value if expect is None else expect + b"," + value
 
-        if not hosts and http_version == "1.1":
+        if not host_seen and http_version == "1.1":
             raise BadRequest("HTTP/1.1 request without Host")  # RFC 9112 §3.2
-        if transfer_codings is not None:
+        if transfer_encoding is not None:
             if http_version == "1.0":
                 # RFC 9112 §6.1: Transfer-Encoding in a 1.0 message means the
                 # framing is faulty, whatever else it says; refuse it.
@@ -435,26 +449,29 @@ class RequestParser:
             if content_length is not None:
                 # RFC 9112 §6.1: two framings is how requests are smuggled.
                 raise BadRequest("both Transfer-Encoding and Content-Length")
-            _check_transfer_codings(transfer_codings)
+            _check_transfer_codings(_list_elements(transfer_encoding))
         elif content_length is not None:
             max_body_bytes = self.limits.max_body_bytes
             if max_body_bytes is not None and content_length > max_body_bytes:
                 raise ContentTooLarge("body larger than %d bytes" % max_body_bytes)
         expect_continue = False
-        if expectations:
+        if expect is not None:
+            expectations = _list_elements(expect)
             if expectations.count(b"100-continue") != len(expectations):
                 raise ExpectationFailed("only 100-continue is supported")  # RFC 9110 §10.1.1
             # RFC 9110 §10.1.1: a server MUST ignore 100-continue from HTTP/1.0.
-            expect_continue = http_version == "1.1"
+            expect_continue = bool(expectations) and http_version == "1.1"
 
         # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only on "keep-alive".
-        if http_version == "1.1":
-            keep_alive = b"close" not in connection_options
-        else:
-            keep_alive = (b"keep-alive" in connection_options
-                          and b"close" not in connection_options)
+        keep_alive = http_version == "1.1"
+        if connection is not None:
+            options = _list_elements(connection)
+            if b"close" in options:
+                keep_alive = False
+            elif not keep_alive:
+                keep_alive = b"keep-alive" in options
         return Request(method, target, http_version, headers, keep_alive,
-                       expect_continue, content_length, transfer_codings is not None)
+                       expect_continue, content_length, transfer_encoding is not None)
 
     # -- the body ------------------------------------------------------------
 
@@ -617,10 +634,15 @@ def _parse_field_lines(lines: List[bytes]) -> Tuple[Headers, Headers]:
     semantic: Headers = []
     for line in lines:
         name, colon, value = line.partition(b":")
-        lowered = FIELD_NAMES.get(name) or lower_field_name(name)
-        if lowered is None or not colon:
+        try:
+            lowered = FIELD_NAMES[name]
+        except KeyError:
+            lowered = lower_field_name(name)
+            if lowered is None:
+                raise BadRequest(_field_line_error(line)) from None
+        if not colon:
             raise BadRequest(_field_line_error(line))
-        value = value.strip(OWS)
+        value = value.strip(b" \t")   # OWS
         headers.append((lowered, value))
         if lowered in _SEMANTIC_FIELDS:
             semantic.append((lowered, value))
@@ -695,7 +717,7 @@ def _parse_content_length(value: bytes) -> int:
 
 def _list_elements(value: bytes) -> List[bytes]:
     """RFC 9110 §5.6.1: a #list, lowercased, with empty elements dropped."""
-    if b"," not in value:
+    if 44 not in value:  # no ","
         return [value.lower()] if value else []  # already OWS-stripped
     elements = [e.strip(OWS) for e in value.lower().split(b",")]
     return [e for e in elements if e]

@@ -55,7 +55,7 @@ Event = Union[Request, Data, EndOfMessage, object]
 
 
 class Limits:
-    """Size limits on what a client may send; ``None`` body means no limit.
+    """Size limits on what a client may send (``max_body_bytes=None``: no limit).
 
     ``max_header_bytes`` counts the whole head, request line and final blank
     line included; ``max_request_line_bytes`` the request line without its
@@ -111,8 +111,8 @@ _FAILED = 8         # an HTTPError was raised; it is raised again
 
 _KNOWN_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
-# RFC 9110 §9.3 methods, known to be tokens: a set lookup is cheaper than
-# translate() on the hot path.  Any other token is accepted the slow way.
+# The methods of RFC 9110 §9.3 and PATCH (RFC 5789), known to be tokens: a
+# set lookup is cheaper than translate().  Other tokens take the slow way.
 _COMMON_METHODS = frozenset(
     (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"))
 
@@ -121,9 +121,10 @@ _COMMON_METHODS = frozenset(
 _SEMANTIC_FIELDS = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
 
-# A method is at most this long before a request line can be judged by its
-# first bytes: a TLS ClientHello or other garbage gets its 400 at once instead
-# of after max_request_line_bytes.
+# The first bytes of a request are judged as they arrive: up to the first
+# space they must be a method (a token).  A TLS ClientHello or other garbage
+# so gets its 400 at once, not after max_request_line_bytes.  Only this many
+# are looked at, so the check costs the same for any method.
 _PREFIX_BYTES = 16
 
 # Larger numbers than these are not a body anyone can send us; refusing them

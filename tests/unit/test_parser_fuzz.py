@@ -44,7 +44,7 @@ def random_input(rng: random.Random) -> bytes:
 @pytest.mark.parametrize("limits", [None, SMALL], ids=["default_limits", "small_limits"])
 def test_fuzz_only_http_errors_and_same_outcome_however_split(limits):
     rng = random.Random(SEED)
-    for _ in range(1500):
+    for _ in range(4000):
         data = random_input(rng)
         whole = outcome([data], limits)
         assert outcome(mutations.random_split(rng, data), limits) == whole, data

@@ -222,8 +222,9 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
                  ) -> Callable[[Connection, Request], None]:
     """The connection's request handler for ASGI 3 ``app``.
 
-    ``upgrade(app, conn, request, scope)``, when given, sees each GET first
-    and returns True when it served it (the websocket chapter's hook).
+    ``upgrade(app, conn, request, scope)``, when given, sees each request
+    that asks to switch protocols (it has an ``Upgrade`` field) first and
+    returns True when it served it (the websocket chapter's hook).
     """
     root_path = config.root_path
     root_path_bytes = root_path.encode("utf-8")
@@ -236,7 +237,7 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
             apply_to_scope(scope, trusted)
         if lifespan_state is not None:
             scope["state"] = lifespan_state.copy()
-        if upgrade is not None and request.method == b"GET" and upgrade(app, conn, request, scope):
+        if upgrade is not None and request.upgrade and upgrade(app, conn, request, scope):
             return
         cycle = HTTPCycle(conn, scope)
         conn.cycle = cycle

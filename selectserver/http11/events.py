@@ -28,6 +28,7 @@ class Request:
         "expect_continue",  # bool: "Expect: 100-continue" was sent
         "content_length",   # int or None
         "chunked",          # bool
+        "upgrade",          # bool: an Upgrade field was sent (RFC 9110 §7.8)
     )
 
     def __init__(
@@ -40,6 +41,7 @@ class Request:
         expect_continue: bool = False,
         content_length: Optional[int] = None,
         chunked: bool = False,
+        upgrade: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -49,6 +51,7 @@ class Request:
         self.expect_continue = expect_continue
         self.content_length = content_length
         self.chunked = chunked
+        self.upgrade = upgrade
 
     @property
     def has_body(self) -> bool:

@@ -119,7 +119,7 @@ _COMMON_METHODS = frozenset(
 # The fields the parser interprets while it reads the head (RFC 9112 §6 for
 # framing, RFC 9110 §7.2 Host, §7.6.1 Connection, §10.1.1 Expect).
 _SEMANTIC_FIELDS = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"))
 
 # The first bytes of a request are judged as they arrive: up to the first
 # space they must be a method (a token).  A TLS ClientHello or other garbage
@@ -419,6 +419,7 @@ class RequestParser:
         transfer_encoding: Optional[bytes] = None
         connection: Optional[bytes] = None
         expect: Optional[bytes] = None
+        upgrade = False
         for name, value in semantic:
             if name == b"host":
                 if host_seen:
@@ -437,8 +438,10 @@ class RequestParser:
             elif name == b"transfer-encoding":
                 transfer_encoding = (value if transfer_encoding is None
                                      else transfer_encoding + b"," + value)
-            else:
+            elif name == b"expect":
                 expect = value if expect is None else expect + b"," + value
+            else:
+                upgrade = True   # RFC 9110 §7.8; the protocol is the caller's business
 
         if not host_seen and http_version == "1.1":
             raise BadRequest("HTTP/1.1 request without Host")  # RFC 9112 §3.2
@@ -472,7 +475,7 @@ class RequestParser:
             elif not keep_alive:
                 keep_alive = b"keep-alive" in options
         return Request(method, target, http_version, headers, keep_alive,
-                       expect_continue, content_length, transfer_encoding is not None)
+                       expect_continue, content_length, transfer_encoding is not None, upgrade)
 
     # -- the body ------------------------------------------------------------
 

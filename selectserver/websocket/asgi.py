@@ -72,12 +72,6 @@ def serve(app: Any, conn: Connection, request: Request, scope: Dict[str, Any]) -
     (the caller serves it as HTTP).  ``scope`` is the request's ``http``
     scope; it becomes the ``websocket`` scope.
     """
-    for name, _ in request.headers:
-        if name == b"upgrade":
-            break
-    else:
-        # Every plain GET passes here: one loop, no further call.
-        return False
     if not upgrade_requested(request.headers):
         return False
     try:

@@ -426,12 +426,10 @@ class Connection:
         return leftover
 
     def set_reading(self, enabled: bool) -> None:
-        """Upgraded protocols only: stop or resume reading (backpressure)."""
+        """Upgraded protocols only: the protocol's ``reading`` changed to
+        ``enabled``; stop or resume reading accordingly (backpressure)."""
         if self.state is UPGRADED:
-            wanted = (EVENT_WRITE if self._write_buffer else 0) | (EVENT_READ if enabled else 0)
-            if wanted != self._interest:
-                self._interest = wanted
-                self.loop.set_interest(self.sock, self, wanted)
+            self._update_interest()
 
     # -- responses out -------------------------------------------------------------
 

@@ -35,6 +35,8 @@ def main(json_path: str, png_path: str) -> int:
         print("nothing valid to draw")
         return 0
 
+    palette = plt.get_cmap("tab20").colors      # 11 servers: the default cycle has 10
+    colors = {server: palette[i % len(palette)] for i, server in enumerate(servers)}
     columns = 2 if scaling else 1
     figure, axes = plt.subplots(1, columns, figsize=(7 * columns + 3, 5.5), squeeze=False)
     bars = axes[0][0]
@@ -42,7 +44,7 @@ def main(json_path: str, png_path: str) -> int:
     for i, server in enumerate(servers):
         positions = [j + i * width for j, key in enumerate(scenarios)]
         heights = [rates.get((key, server), 0) / 1000 for key in scenarios]
-        bars.bar(positions, heights, width, label=server,
+        bars.bar(positions, heights, width, label=server, color=colors[server],
                  hatch="//" if server.startswith("selectserver") else None)
     bars.set_xticks([j + 0.4 - width / 2 for j in range(len(scenarios))])
     bars.set_xticklabels(scenarios)
@@ -58,8 +60,11 @@ def main(json_path: str, png_path: str) -> int:
                       if (key, server) in rates]
             if points:
                 lines.plot([n for n, _ in points], [r for _, r in points], marker="o",
-                           label=server)
+                           label=server, color=colors[server],
+                           linestyle="-" if server.startswith("selectserver") else "--")
         lines.set_xscale("log")
+        lines.set_xticks([n for _, n in scaling])
+        lines.set_xticklabels([str(n) for _, n in scaling])
         lines.set_xlabel("keep-alive connections")
         lines.set_ylabel("thousand requests per second")
         lines.set_title("hello, as connections grow")

@@ -573,6 +573,7 @@ class ServerProcess:
                 text = f.read()[-4000:].decode("utf-8", "replace")
         except OSError:
             return ""
+        text = text.replace(ROOT + "/", "").replace(sys.executable, "python3")
         return " | ".join(text.strip().splitlines()[-lines:])
 
     @property
@@ -1149,7 +1150,8 @@ def evaluate_targets(results: dict) -> list:
             theirs, peer_name = max(candidates)
             text = "%s (%s)" % (text, peer_name)
         else:
-            if (scenario, peer) not in index and (scenario, ours) not in index:
+            if peer not in results["servers"] or ours not in results["servers"] or \
+                    scenario not in results["scenarios"]:
                 continue
             theirs = _rate(index.get((scenario, peer)))
         if mine is None or theirs is None:
@@ -1187,7 +1189,8 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
     ours_serving = any(record.get("valid") for record in results["records"]
                        if SERVERS_BY_NAME[record["server"]].is_ours)
     mode = results["mode"]
-    lines = ["## %s run: %s" % (mode.capitalize(), results["started"]), ""]
+    lines = ["## %s run%s: %s" % (mode.capitalize(), ", merged" if results.get(
+        "merged_from") else "", results["started"]), ""]
     if not ours_serving:
         lines += ["**Peers only; selectserver not yet serving** (it was tried and did not "
                   "answer: see the cells marked \"did not run\").", ""]
@@ -1424,7 +1427,6 @@ def merge_results(paths: list) -> dict:
         for field in ("servers", "scenarios"):
             merged[field] += [name for name in results[field] if name not in merged[field]]
         merged["skipped"].update(results["skipped"])
-        merged["filtered"] = merged["filtered"] and results["filtered"]
         merged["elapsed_s"] = merged.get("elapsed_s", 0) + results.get("elapsed_s", 0)
         for field in ("machine", "versions", "settings"):
             merged[field] = results[field]
@@ -1433,9 +1435,20 @@ def merge_results(paths: list) -> dict:
     merged["servers"].sort(key=lambda name: [s.name for s in SERVERS].index(name))
     merged["records"].sort(key=lambda record: (order.get(record["scenario"], len(order)),
                                                 merged["servers"].index(record["server"])))
+    merged["started"] = max(merged["merged_from"])
     if len(merged["merged_from"]) < 2:
         del merged["merged_from"]
+    every_server, every_scenario = _defaults(merged["mode"])
+    merged["filtered"] = not (set(every_server) <= set(merged["servers"])
+                              and set(every_scenario) <= set(merged["scenarios"]))
     return merged
+
+
+def _defaults(mode_name: str) -> tuple:
+    """(server names, scenario keys) that an unfiltered run of the mode covers."""
+    if mode_name == "quick":
+        return QUICK_SERVERS, QUICK_SCENARIOS
+    return [server.name for server in SERVERS], [scenario.key for scenario in SCENARIOS]
 
 
 def publish(results: dict, json_path: str, to_results_md: bool) -> str:
@@ -1520,8 +1533,7 @@ def main(argv: list | None = None) -> int:
         mode.transfer_bytes = options.transfer_mib << 20
     if options.idle_connections:
         mode.idle_connections = options.idle_connections
-    default_servers = QUICK_SERVERS if mode.name == "quick" else [s.name for s in SERVERS]
-    default_scenarios = QUICK_SCENARIOS if mode.name == "quick" else [s.key for s in SCENARIOS]
+    default_servers, default_scenarios = _defaults(mode.name)
     servers = _select(options.only, SERVERS_BY_NAME, default_servers, "server")
     scenarios = _select(options.scenario, SCENARIOS_BY_KEY, default_scenarios, "scenario")
 

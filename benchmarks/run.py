@@ -5,6 +5,8 @@
     python3 benchmarks/run.py --full      # everything, median of 3 x 5 s (make bench-full)
     python3 benchmarks/run.py --full --only selectserver,granian-asgi --scenario A,D
     python3 benchmarks/run.py --list      # servers, scenarios and the plan, runs nothing
+    python3 benchmarks/run.py --quick --only selectserver --scenario A --profile   # + py-spy
+    python3 benchmarks/run.py --report benchmarks/out/results-full-*.json   # re-render
 
 Each (server, scenario) pair gets a fresh server process on a port picked here, pinned to the
 first CPU, with the load client (wrk or benchmarks/clients.py) pinned to the second. The runner
@@ -702,7 +704,6 @@ def profile_run(server: Server, scenario: Scenario, mode: Mode, handle: ServerPr
     with open(stem + ".md", "w") as f:
         f.write("# py-spy: %s, scenario %s (%.0f req/s while sampled)\n\n%s" % (
             server.name, scenario.key, run.get("rps") or 0, summary))
-    print("\n    profile: %s.md" % os.path.relpath(stem, ROOT), end="", flush=True)
     return {"path": os.path.relpath(stem + ".txt", ROOT), "summary": summary,
             "rps_while_sampled": run.get("rps")}
 
@@ -1022,11 +1023,14 @@ def describe(record: dict) -> str:
         return "INVALID (%s)" % record.get("invalid", "")[:200]
     if "rps" in record:
         cpu = record.get("cpu_us_per_request")
+        profile = record.get("profile", {})
+        suffix = ("\n    profile: %s" % profile.get("path", profile.get("error", ""))
+                  if profile else "")
         return "%9.0f req/s  runs %s  cpu %s us/req (%s%% of a core)  p50 %s  p99 %s" % (
             record["rps"], "/".join("%.0f" % r for r in record["rps_runs"]),
             "%.1f" % cpu if cpu is not None else "?",
             "%.0f" % record["server_cpu_percent"] if record.get("server_cpu_percent") else "?",
-            _ms(record.get("latency_p50_s")), _ms(record.get("latency_p99_s")))
+            _ms(record.get("latency_p50_s")), _ms(record.get("latency_p99_s"))) + suffix
     if "peak_rss" in record:
         return "RSS %s -> peak %s (growth %s), %.0f MB/s" % (
             _mb(record["baseline_rss"]), _mb(record["peak_rss"]), _mb(record["growth_rss"]),

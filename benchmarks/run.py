@@ -169,8 +169,8 @@ SCENARIOS = [
     Scenario("B", "B new connection per request, c64", HELLO,
              wrk_extra=["-H", "Connection: close"],
              note="wrk sends `Connection: close`, the server answers and closes, wrk reconnects; "
-                  "wrk rather than ab: same client as the other rows, HTTP/1.1 not 1.0, and "
-                  "ab's single select() loop saturates first (`--b-client ab` to compare)"),
+                  "wrk rather than ab: the same client as the other rows, and an HTTP/1.1 "
+                  "request rather than ab's HTTP/1.0 (`--b-client ab` runs B with ab)"),
     Scenario("C", "C 1 MiB response, c16", {"asgi": "asgi_mib", "wsgi": "wsgi_mib"},
              connections=16, probe=("GET", "/", b"", 1 << 20)),
     Scenario("D", "D pipelined x16, c64", HELLO,

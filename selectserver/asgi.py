@@ -210,11 +210,12 @@ class HTTPCycle(Cycle):
             conn.respond_error(500)
         elif self.phase is _BODY:
             # The head is (or may be) on the wire: the only honest signal left
-            # is a connection closed before the body's framing says it ends.
+            # is a connection closed before the body's framing says it ends
+            # (after what the app did send).
             self.phase = _DONE
             if conn.cycle is self:
                 conn.cycle = None
-                conn.close()
+                conn.close_after_flush()
 
 
 def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,

@@ -1,0 +1,182 @@
+"""The connection on a fake socket: bytes in, bytes written out, states."""
+
+import asyncio
+import socket
+
+import pytest
+
+from selectserver.asgi import make_handler
+from selectserver.config import Config
+from selectserver.connection import (CLOSED, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
+                                     Connection, ServerState, State)
+from selectserver.loop import EVENT_READ, EVENT_WRITE, EventLoop
+
+DATE_SERVER = b"date: Sun, 22 Nov 2026 05:00:00 GMT\r\nserver: selectserver\r\n"
+
+
+class FakeSocket:
+    """Hands out scripted reads; records writes; takes at most ``room`` bytes per send."""
+
+    def __init__(self):
+        self._real, self._peer = socket.socketpair()   # a real fd for the selector
+        self.reads = []
+        self.sends = []
+        self.room = None
+        self.closed = False
+
+    def recv(self, size):
+        if not self.reads:
+            raise BlockingIOError
+        return self.reads.pop(0)
+
+    def send(self, data):
+        data = bytes(data)
+        if self.room is not None:
+            data = data[:self.room]
+        self.sends.append(data)
+        return len(data)
+
+    @property
+    def sent(self):
+        return b"".join(self.sends)
+
+    def fileno(self):
+        return -1 if self.closed else self._real.fileno()
+
+    def getsockname(self):
+        return ("127.0.0.1", 8000)
+
+    def setsockopt(self, *args):
+        pass
+
+    def close(self):
+        self.closed = True
+        self._real.close()
+        self._peer.close()
+
+
+async def hello(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": scope["path"][1:3].encode().ljust(2, b"-")})
+
+
+@pytest.fixture
+def make_conn():
+    loop = EventLoop()
+    asyncio.set_event_loop(loop)
+    made = []
+
+    def make(app=hello, **options):
+        config = Config(access_log=False, **options)
+        state = ServerState(config, make_handler(app, config))
+        state.date_server = DATE_SERVER
+        sock = FakeSocket()
+        conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
+        made.append(sock)
+        return conn, sock
+
+    def in_loop(function):
+        # As in the server, apps start from loop callbacks.
+        loop.call_soon(function)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    make.in_loop = in_loop
+    yield make
+    for sock in made:
+        if not sock.closed:
+            sock.close()
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def test_one_request_is_one_send_with_head_and_body(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert len(sock.sends) == 1
+    assert sock.sent.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sock.sent.endswith(b"\r\n\r\nab")
+    assert conn.state is IDLE
+
+
+def test_pipelined_requests_are_answered_in_order_in_one_send(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"".join(b"GET /%02d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16)))
+    make_conn.in_loop(conn.on_readable)
+    assert len(sock.sends) == 1
+    bodies = [part[-2:] for part in sock.sent.split(b"HTTP/1.1 200 OK")[1:]]
+    assert bodies == [b"%02d" % i for i in range(16)]
+    assert conn.state is IDLE
+
+
+def test_a_partial_send_keeps_the_rest_and_waits_for_writable(make_conn):
+    conn, sock = make_conn()
+    sock.room = 10
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert sock.sent == sock.sends[0] and len(sock.sent) == 10
+    assert conn.write_buffer_bytes > 0
+    assert conn._interest & EVENT_WRITE
+    sock.room = None
+    conn.on_writable()
+    assert sock.sent.endswith(b"\r\n\r\nab")
+    assert conn.write_buffer_bytes == 0
+    assert conn._interest == EVENT_READ
+
+
+def test_half_a_head_is_reading_head_and_connection_close_ends_closed(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"GET /ab HTTP/1.1\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert conn.state is READING_HEAD
+    sock.reads.append(b"Host: x\r\nConnection: close\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert b"connection: close" in sock.sent
+    assert conn.state is CLOSED and sock.closed
+
+
+def test_a_bad_request_is_answered_then_closed(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"GET / HTTP/1.1\r\n\r\n")   # no Host
+    make_conn.in_loop(conn.on_readable)
+    assert sock.sent.startswith(b"HTTP/1.1 400 ")
+    assert conn.state is CLOSED
+
+
+def test_eof_closes_and_tells_the_app(make_conn):
+    seen = []
+
+    async def waits(scope, receive, send):
+        seen.append((await receive())["type"])
+        seen.append((await receive())["type"])
+
+    conn, sock = make_conn(waits)
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert conn.state is RUNNING
+    sock.reads.append(b"")
+    make_conn.in_loop(conn.on_readable)
+    make_conn.in_loop(lambda: None)
+    assert seen == ["http.request", "http.disconnect"]
+    assert conn.state is CLOSED
+
+
+def test_every_state_has_a_row_and_illegal_moves_raise(make_conn):
+    assert set(TRANSITIONS) == set(State)
+    conn, sock = make_conn()
+    with pytest.raises(RuntimeError, match="illegal transition"):
+        conn._set_state(State.UPGRADED)   # IDLE -> UPGRADED is not in the table
+
+
+def test_timeouts_close_idle_and_answer_408_to_a_slow_head(make_conn):
+    conn, sock = make_conn()
+    conn.on_timeout()
+    assert conn.state is CLOSED and sock.sent == b""
+    conn, sock = make_conn()
+    sock.reads.append(b"GET / HT")
+    make_conn.in_loop(conn.on_readable)
+    conn.on_timeout()
+    assert sock.sent.startswith(b"HTTP/1.1 408 ")
+    assert conn.state is CLOSED

@@ -288,3 +288,19 @@ def test_client_disconnect_reaches_the_app(serve):
             data += sock.recv(1000)
     assert asgi_apps.DISCONNECT_SEEN.wait(5)
     assert asgi_apps.EVENTS == ["disconnected", "send raised OSError"]
+
+
+@pytest.mark.parametrize("selector", ["select", "poll", "epoll"])
+@pytest.mark.parametrize("loop", ["selectserver", "asyncio"])
+def test_every_loop_and_selector_serves(serve, loop, selector):
+    server = serve(asgi_apps.echo, loop=loop, selector=selector)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"".join(b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % (i, i)
+                              for i in range(5)))
+        rest = b""
+        for i in range(5):
+            status, headers, body, rest = read_response(sock, rest)
+            assert (status, body) == (200, b"%d" % i)
+    big = serve(asgi_apps.big, loop=loop, selector=selector)
+    response, body = get(big, "/?n=%d" % (3 * 1024 * 1024))
+    assert len(body) == 3 * 1024 * 1024

@@ -366,25 +366,9 @@ class Connection:
         finally:
             self._dispatching = False
             if self._write_buffer:
-                self._send_queued()
+                # What the requests above wrote leaves in one send().
+                self.on_writable()
             self._update_interest()
-
-    def _send_queued(self) -> None:
-        """Send what the requests served by ``_serve_buffered`` wrote, in one
-        ``send()``; what the kernel does not take waits for EVENT_WRITE."""
-        buffer = self._write_buffer
-        try:
-            sent = self.sock.send(buffer)
-        except TRY_AGAIN:
-            return
-        except OSError as exc:
-            self._peer_gone(exc)
-            return
-        del buffer[:sent]
-        if not buffer and self.state is CLOSING:
-            self.close()
-        elif self.cycle is not None and len(buffer) <= self.server.write_low_bytes:
-            self.cycle.on_drained()   # the app may be waiting for room
 
     def _begin(self, request: Request) -> None:
         server = self.server

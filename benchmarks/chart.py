@@ -25,7 +25,9 @@ def main(json_path: str, png_path: str) -> int:
         results = json.load(f)
     rates = {}
     for record in results["records"]:
-        if record.get("valid") and record.get("rps"):
+        # Requests per second only: W's messages per second are in the tables, not here.
+        if record.get("valid") and record.get("rps") and (
+                record["scenario"] in THROUGHPUT or record["scenario"] in dict(SCALING)):
             rates[(record["scenario"], record["server"])] = record["rps"]
     servers = [name for name in results["servers"]
                if any(server == name for _, server in rates)]

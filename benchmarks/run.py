@@ -1,7 +1,7 @@
 """Benchmark runner: selectserver against its peers, one worker each, on this machine.
 
     python3 benchmarks/run.py --setup     # peers' venv, wrk, ab, pypy3 (make bench-setup)
-    python3 benchmarks/run.py --quick     # A D E F, three servers, 1 x 3 s (make bench)
+    python3 benchmarks/run.py --quick     # A D E F W, three servers, 1 x 3 s (make bench)
     python3 benchmarks/run.py --full      # everything, median of 3 x 5 s (make bench-full)
     python3 benchmarks/run.py --full --only selectserver,granian-asgi --scenario A,D
     python3 benchmarks/run.py --list      # servers, scenarios and the plan, runs nothing
@@ -9,7 +9,8 @@
     python3 benchmarks/run.py --report benchmarks/out/results-full-*.json   # re-render
 
 Each (server, scenario) pair gets a fresh server process on a port picked here, pinned to the
-first CPU, with the load client (wrk or benchmarks/clients.py) pinned to the second. The runner
+first CPU, with the load client (wrk, benchmarks/clients.py or benchmarks/ws_echo_client.py)
+pinned to the second. The runner
 waits until the server answers the scenario's own request correctly, warms it up, runs the load
 N times and takes the median. A run with socket errors or non-2xx/3xx answers is invalid and is
 not quoted. Server CPU is read from /proc (utime + stime of the server's whole process tree)
@@ -77,6 +78,7 @@ class Server:
     runtime: str = "venv"     # "cpython" (this interpreter), "pypy" (pypy3) or "venv" (peers)
     optional_flags: list = dataclasses.field(default_factory=list)
     is_ours: bool = False
+    scenarios: tuple = ()     # the only scenarios it runs (a peer for one scenario); () = all
 
     @property
     def is_pypy(self) -> bool:
@@ -110,6 +112,13 @@ SERVERS = [
            ["{venv}/uvicorn", "{app}", "--host", HOST, "--port", "{port}", "--http",
             "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
             "--timeout-keep-alive", "120", "--backlog", "4096"]),
+    # W's peer: uvicorn's default loop and parser in the peers' venv (uvloop, httptools), spelt
+    # out, with the websockets library as its websocket implementation.
+    Server("uvicorn-websockets", "uvicorn (websockets)", "asgi",
+           ["{venv}/uvicorn", "{app}", "--host", HOST, "--port", "{port}", "--ws",
+            "websockets", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+            "--log-level", "warning", "--timeout-keep-alive", "120", "--backlog", "4096"],
+           scenarios=("W",)),
     Server("hypercorn", "hypercorn", "asgi",
            ["{venv}/hypercorn", "{app}", "--bind", HOST + ":{port}", "--workers", "1",
             "--keep-alive", "120", "--backlog", "4096", "--log-level", "warning"]),
@@ -132,7 +141,7 @@ SERVERS = [
 ]
 SERVERS_BY_NAME = {server.name: server for server in SERVERS}
 QUICK_SERVERS = ["selectserver", "selectserver-wsgi", "selectserver-pypy",
-                 "uvicorn-httptools", "granian-asgi", "granian-wsgi"]
+                 "uvicorn-httptools", "uvicorn-websockets", "granian-asgi", "granian-wsgi"]
 
 # Why these options: every server gets one worker, no access log, a keep-alive timeout longer
 # than any run, and room for the 2,000-connection and 10,000-idle-connection runs (waitress'
@@ -145,7 +154,8 @@ QUICK_SERVERS = ["selectserver", "selectserver-wsgi", "selectserver-pypy",
 
 @dataclasses.dataclass
 class Scenario:
-    """One workload. kind: "wrk" (throughput), "idle" (10k connections) or "transfer"."""
+    """One workload. kind: "wrk" (throughput), "ws" (websocket echo), "idle" (10k
+    connections) or "transfer"."""
 
     key: str
     title: str
@@ -157,12 +167,14 @@ class Scenario:
     path: str = "/"
     probe: tuple = ("GET", "/", b"", b"Hello, world!")   # method, path, body, expected body
     note: str = ""
+    servers: tuple = ()        # the only servers it runs on; () = every server of its interfaces
 
 
 HELLO = {"asgi": "asgi_hello", "wsgi": "wsgi_hello"}
 PIPELINE_LUA = os.path.join(WRK_DIR, "pipeline.lua")
 POST_LUA = os.path.join(WRK_DIR, "post.lua")
 ECHO_PROBE = b"e" * 4096
+WS_MESSAGE_BYTES = 32
 
 SCENARIOS = [
     Scenario("A", "A keep-alive ASGI hello, c64", {"asgi": "asgi_hello"}),
@@ -184,6 +196,12 @@ SCENARIOS = [
              probe=("GET", "/", b"", 50_000),
              note="WSGI: wsgi.file_wrapper; ASGI: http.response.pathsend when the server "
                   "lists it in scope['extensions'], else the file read and sent in 64 KiB chunks"),
+    Scenario("W", "W websocket echo 32 B, c64 (messages/s)", {"asgi": "asgi_websocket_echo"},
+             kind="ws", probe=("WEBSOCKET", "/", b"w" * WS_MESSAGE_BYTES, b"w" * WS_MESSAGE_BYTES),
+             servers=("selectserver", "selectserver-pypy", "uvicorn-websockets"),
+             note="benchmarks/ws_echo_client.py: 64 websocket connections, one 32-byte text "
+                  "message in flight on each (send, wait for the echo, send again), no "
+                  "compression; a rate of messages echoed, and server CPU per message"),
     Scenario("S1", "scaling: hello, 1 connection", HELLO, connections=1),
     Scenario("S64", "scaling: hello, 64 connections", HELLO, connections=64),
     Scenario("S512", "scaling: hello, 512 connections", HELLO, connections=512),
@@ -197,8 +215,8 @@ SCENARIOS = [
              probe=("GET", "/download?bytes=10", b"", 10)),
 ]
 SCENARIOS_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
-QUICK_SCENARIOS = ["A", "D", "E", "F"]
-THROUGHPUT_KEYS = ["A", "B", "C", "D", "E", "F", "G"]
+QUICK_SCENARIOS = ["A", "D", "E", "F", "W"]
+THROUGHPUT_KEYS = ["A", "B", "C", "D", "E", "F", "G", "W"]
 SCALING_KEYS = ["S1", "S64", "S512", "S2000"]
 
 
@@ -220,8 +238,13 @@ MODES = {
 
 
 def applies(server: Server, scenario: Scenario, mode: Mode) -> bool:
-    """Whether the pair is run: the scenario has an app for the server's interface."""
+    """Whether the pair is run: the scenario has an app for the server's interface, and
+    neither of them is limited to others."""
     if server.interface not in scenario.apps:
+        return False
+    if scenario.servers and server.name not in scenario.servers:
+        return False
+    if server.scenarios and scenario.key not in server.scenarios:
         return False
     if mode.name == "quick" and server.is_pypy:
         return scenario.key == "A"      # the PyPy target is about A only
@@ -310,6 +333,29 @@ def parse_ab(text: str) -> dict:
             "latency_avg_s": mean_ms / 1000 if mean_ms is not None else None,
             "latency_max_s": percentiles.get(100), "latency_percentiles_s": percentiles,
             "errors": errors, "non_2xx_3xx": number("Non-2xx responses", int) or 0}
+
+
+def parse_ws_echo(text: str) -> dict:
+    """benchmarks/ws_echo_client.py's JSON line in the shape of parse_wrk's result.
+
+    Messages echoed count as requests; the client's errors (a connection closed or a wrong
+    echo) as errors. Raises ValueError when there is no report (the client failed to connect).
+    """
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if "messages" in report:
+                break
+    else:
+        raise ValueError("no ws_echo_client report in output: %r" % text[-300:])
+    return {"requests": int(report["messages"]), "seconds": float(report["seconds"]),
+            "rps": float(report["messages_per_s"]), "bytes_read": None,
+            "latency_avg_s": None, "latency_max_s": None, "latency_percentiles_s": {},
+            "errors": {"client": int(report.get("errors", 0))}, "non_2xx_3xx": 0}
 
 
 def run_errors(result: dict) -> str:
@@ -493,9 +539,39 @@ class StartFailed(Exception):
     """The server exited, or did not answer correctly in time."""
 
 
+def _probe_websocket(port: int, path: str, message: bytes, timeout_s: float) -> None:
+    """Upgrade, send one text message and read its echo, as the W load does."""
+    sys.path.insert(0, BENCH_DIR)
+    try:
+        import ws_echo_client
+    finally:
+        sys.path.remove(BENCH_DIR)
+    try:
+        sock, rest = ws_echo_client.open_websocket(HOST, port, path, timeout_s)
+    except ConnectionError as exc:
+        raise StartFailed("websocket %s: %s" % (path, exc))
+    with sock:
+        echoer = ws_echo_client.Echoer(sock, rest, message)
+        sock.settimeout(timeout_s)
+        sock.sendall(ws_echo_client.masked_text_frame(message))
+        echoes = 0
+        while not echoes:
+            data = sock.recv(65536)
+            if not data:
+                raise StartFailed("websocket %s: closed before the echo" % path)
+            echoer.buffer += data
+            echoes = echoer.take_echoes()
+            if echoes < 0:
+                raise StartFailed("websocket %s: not the echo: %r" % (path, echoer.buffer[:60]))
+
+
 def _probe(port: int, probe: tuple, timeout_s: float = 2.0) -> None:
-    """One request with http.client; raises StartFailed with the reason when the answer is off."""
+    """One request with http.client (a websocket echo for "WEBSOCKET"); raises StartFailed
+    with the reason when the answer is off."""
     method, path, body, expected = probe
+    if method == "WEBSOCKET":
+        _probe_websocket(port, path, body, timeout_s)
+        return
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
         headers = {"Content-Type": "application/octet-stream"} if body else {}
@@ -602,15 +678,28 @@ def ab_argv(scenario: Scenario, port: int, duration_s: float, connections: int) 
             "-r", "http://%s:%s%s" % (HOST, port, scenario.path)]
 
 
+WS_ECHO_CLIENT = os.path.join(BENCH_DIR, "ws_echo_client.py")
+
+
+def ws_echo_argv(scenario: Scenario, port: int, duration_s: float, connections: int) -> list:
+    return [sys.executable, WS_ECHO_CLIENT, "--port", str(port), "--path", scenario.path,
+            "--connections", str(connections), "--seconds", str(duration_s),
+            "--size", str(WS_MESSAGE_BYTES), "--timeout-s", "10"]
+
+
 def run_load(argv: list, parse, duration_s: float, server_pid: int) -> dict:
     """One bounded load run; the parsed result plus server CPU over the run."""
     cpu_before = cpu_seconds(server_pid)
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     completed = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, preexec_fn=_preexec(CLIENT_CPUS),
                                timeout=duration_s + 30)
     wall_s = time.monotonic() - started
     cpu_s = cpu_seconds(server_pid) - cpu_before
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu_s = (client_after.ru_utime + client_after.ru_stime
+                    - client_before.ru_utime - client_before.ru_stime)
     output = completed.stdout.decode("utf-8", "replace")
     try:
         result = parse(output)
@@ -621,6 +710,8 @@ def run_load(argv: list, parse, duration_s: float, server_pid: int) -> dict:
     result["server_cpu_s"] = cpu_s
     result["wall_s"] = wall_s
     result["server_cpu_percent"] = 100.0 * cpu_s / wall_s if wall_s else None
+    # Near 100%, the load client (on its own CPU) rather than the server set the rate.
+    result["client_cpu_percent"] = 100.0 * client_cpu_s / wall_s if wall_s else None
     result["cpu_us_per_request"] = (1e6 * cpu_s / result["requests"]
                                     if result["requests"] else None)
     result["invalid"] = run_errors(result)
@@ -638,13 +729,16 @@ def summarize(runs: list) -> dict:
             "rps": statistics.median(rps) if rps else None, "rps_runs": rps,
             "cpu_us_per_request": statistics.median(cpu) if cpu else None,
             "server_cpu_percent": middle.get("server_cpu_percent"),
+            "client_cpu_percent": middle.get("client_cpu_percent"),
             "latency_p50_s": percentiles.get(50), "latency_p99_s": percentiles.get(99)}
 
 
 def measure_wrk(server: Server, scenario: Scenario, mode: Mode, handle: ServerProcess,
                 options) -> dict:
     use_ab = scenario.key == "B" and options.b_client == "ab"
-    build, parse = (ab_argv, parse_ab) if use_ab else (wrk_argv, parse_wrk)
+    build, parse, client = ((ab_argv, parse_ab, "ab") if use_ab else
+                            (ws_echo_argv, parse_ws_echo, "ws_echo_client")
+                            if scenario.kind == "ws" else (wrk_argv, parse_wrk, "wrk"))
     connections = scenario.connections
     warmup_s = mode.pypy_warmup_s if server.is_pypy else mode.warmup_s
     if warmup_s:
@@ -658,13 +752,13 @@ def measure_wrk(server: Server, scenario: Scenario, mode: Mode, handle: ServerPr
                              mode.duration_s, handle.pid))
     summary = summarize(runs)
     summary["runs"] = runs
-    summary["client"] = "ab" if use_ab else "wrk"
+    summary["client"] = client
     summary["command"] = " ".join(shlex.quote(part) for part in _relative(
         build(scenario, "PORT", mode.duration_s, connections)))
     if options.profile and server.is_ours and not server.is_pypy:
         summary["profile"] = profile_run(server, scenario, mode, handle,
                                          build(scenario, handle.port, mode.duration_s,
-                                               connections))
+                                               connections), parse)
     return summary
 
 
@@ -674,7 +768,7 @@ PY_SPY = os.path.join(VENV_BIN, "py-spy")
 
 
 def profile_run(server: Server, scenario: Scenario, mode: Mode, handle: ServerProcess,
-                load_argv: list) -> dict:
+                load_argv: list, parse=parse_wrk) -> dict:
     """One more load run with py-spy sampling the worker; not counted in the medians.
 
     The samples go to benchmarks/out/profiles/SERVER-SCENARIO.txt in py-spy's collapsed-stack
@@ -691,7 +785,7 @@ def profile_run(server: Server, scenario: Scenario, mode: Mode, handle: ServerPr
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         preexec_fn=_preexec(CLIENT_CPUS))
     time.sleep(0.5)     # let py-spy attach before the load starts
-    run = run_load(load_argv, parse_wrk, mode.duration_s, handle.pid)
+    run = run_load(load_argv, parse, mode.duration_s, handle.pid)
     try:
         _, errors = sampler.communicate(timeout=mode.duration_s + 30)
     except subprocess.TimeoutExpired:
@@ -824,7 +918,8 @@ def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
     return box[0].decode().strip() if box else ""
 
 
-MEASURES = {"wrk": measure_wrk, "idle": measure_idle, "transfer": measure_transfer}
+MEASURES = {"wrk": measure_wrk, "ws": measure_wrk, "idle": measure_idle,
+            "transfer": measure_transfer}
 
 
 # ---------------------------------------------------------------- what is installed
@@ -910,7 +1005,7 @@ def versions() -> dict:
     if os.path.exists(venv_python):
         script = ("import importlib.metadata as m, json\n"
                   "names = ['uvicorn', 'httptools', 'uvloop', 'h11', 'hypercorn', 'granian',"
-                  " 'gunicorn', 'waitress', 'matplotlib']\n"
+                  " 'gunicorn', 'waitress', 'websockets', 'matplotlib']\n"
                   "found = {}\n"
                   "for name in names:\n"
                   "    try: found[name] = m.version(name)\n"
@@ -988,7 +1083,7 @@ def estimated_seconds(mode: Mode, pairs: list) -> float:
     total = 0.0
     for server, scenario in pairs:
         total += 2.5    # start, probe, stop
-        if scenario.kind == "wrk":
+        if scenario.kind in ("wrk", "ws"):
             warmup = mode.pypy_warmup_s if server.is_pypy else mode.warmup_s
             total += warmup + mode.runs * mode.duration_s + 0.2 * (mode.runs + 1)
         elif scenario.kind == "idle":
@@ -1026,11 +1121,15 @@ def describe(record: dict) -> str:
         profile = record.get("profile", {})
         suffix = ("\n    profile: %s" % profile.get("path", profile.get("error", ""))
                   if profile else "")
-        return "%9.0f req/s  runs %s  cpu %s us/req (%s%% of a core)  p50 %s  p99 %s" % (
-            record["rps"], "/".join("%.0f" % r for r in record["rps_runs"]),
-            "%.1f" % cpu if cpu is not None else "?",
-            "%.0f" % record["server_cpu_percent"] if record.get("server_cpu_percent") else "?",
-            _ms(record.get("latency_p50_s")), _ms(record.get("latency_p99_s"))) + suffix
+        return ("%9.0f req/s  runs %s  cpu %s us/req (%s%% of a core, client %s%%)  p50 %s  "
+                "p99 %s" % (
+                    record["rps"], "/".join("%.0f" % r for r in record["rps_runs"]),
+                    "%.1f" % cpu if cpu is not None else "?",
+                    "%.0f" % record["server_cpu_percent"]
+                    if record.get("server_cpu_percent") else "?",
+                    "%.0f" % record["client_cpu_percent"]
+                    if record.get("client_cpu_percent") is not None else "?",
+                    _ms(record.get("latency_p50_s")), _ms(record.get("latency_p99_s")))) + suffix
     if "peak_rss" in record:
         return "RSS %s -> peak %s (growth %s), %.0f MB/s" % (
             _mb(record["baseline_rss"]), _mb(record["peak_rss"]), _mb(record["growth_rss"]),
@@ -1103,6 +1202,7 @@ TARGETS = [
     ("F", "selectserver-wsgi", "waitress", 2.0, "F >= 2.0x waitress"),
     ("F", "selectserver-wsgi", "gunicorn-gthread", 3.0, "F >= 3.0x gunicorn gthread"),
     ("A", "selectserver-pypy", "selectserver", 1.5, "PyPy A >= 1.5x selectserver on CPython"),
+    ("W", "selectserver", "uvicorn-websockets", 2.0, "W >= 2.0x uvicorn (websockets)"),
 ]
 MEMORY_TARGETS = [
     # (scenario, server, field, limit in bytes, text)
@@ -1235,7 +1335,8 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
                 rows.append([SCENARIOS_BY_KEY[key].title] + cells)
         lines += _table(["scenario"] + [SERVERS_BY_NAME[n].label for n in shown], rows) + [""]
 
-        lines += ["### Server CPU per request (µs, median; B: per connection)", ""]
+        lines += ["### Server CPU per request (µs, median; B: per connection; W: per message)",
+                  ""]
         rows = []
         for key in wrk_keys:
             cells = []
@@ -1292,7 +1393,7 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
 
     targets = evaluate_targets(results)
     if targets:
-        lines += ["### Targets (issue 5)", ""]
+        lines += ["### Targets (issues 5 and 6)", ""]
         lines += _table(["target", "measured", "needed", "verdict"], targets) + [""]
 
     details = [record for record in results["records"] if "rps_runs" in record or
@@ -1347,7 +1448,7 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
         if note:
             lines.append("- %s: %s." % (key, note))
     lines += ["- Server CPU is utime + stime of the server's process tree from /proc, over each "
-              "run, divided by the requests wrk completed; RSS is VmRSS of the worker (the process "
+              "run, divided by the requests wrk completed (W: the messages echoed); RSS is VmRSS of the worker (the process "
               "of the tree that used the most CPU in the run).", ""]
     if results["skipped"]:
         lines += ["Not run: %s." % "; ".join("%s (%s)" % item
@@ -1547,8 +1648,14 @@ def main(argv: list | None = None) -> int:
                                      availability(server) or "ready"))
         for scenario in SCENARIOS:
             print("%-6s %s" % (scenario.key, scenario.title))
-        pairs = [(s, c) for s, c in plan(mode, servers, scenarios) if not availability(s)]
-        print("full run: %d pairs, about %.0f s" % (len(pairs), estimated_seconds(mode, pairs)))
+        for listed in (mode, MODES["quick"]):    # the full mode with the options applied
+            every_server, every_scenario = _defaults(listed.name)
+            pairs = [(s, c) for s, c in plan(
+                listed, _select(options.only, SERVERS_BY_NAME, every_server, "server"),
+                _select(options.scenario, SCENARIOS_BY_KEY, every_scenario, "scenario"))
+                if not availability(s)]
+            print("%s run: %d pairs, about %.0f s" % (listed.name, len(pairs),
+                                                      estimated_seconds(listed, pairs)))
         return 0
 
     for tool in ("wrk",):

@@ -217,3 +217,45 @@ def test_summary_quotes_no_invalid_run(run):
     assert run.summarize([good, good, good])["valid"]
     summary = run.summarize([good, bad, good])
     assert not summary["valid"] and summary["invalid"] == "read 4232"
+
+
+WS_ECHO_CLEAN = ('{"connections": 64, "size": 32, "messages": 151851, "seconds": 3.0, '
+                 '"messages_per_s": 50617.0, "errors": 0}\n')
+WS_ECHO_ERRORS = ('{"connections": 64, "size": 32, "messages": 1200, "seconds": 3.001, '
+                  '"messages_per_s": 399.9, "errors": 64}\n')
+WS_ECHO_REFUSED = """\
+Traceback (most recent call last):
+  File "benchmarks/ws_echo_client.py", line 63, in open_websocket
+ConnectionError: handshake refused: b'HTTP/1.1 404 Not Found'
+"""
+
+
+def test_ws_echo_clean_run(run):
+    result = run.parse_ws_echo(WS_ECHO_CLEAN)
+    assert result["requests"] == 151851
+    assert result["rps"] == pytest.approx(50617.0)
+    assert result["seconds"] == pytest.approx(3.0)
+    assert result["latency_percentiles_s"] == {}
+    assert run.run_errors(result) == ""
+
+
+def test_ws_echo_client_errors_make_the_run_invalid(run):
+    result = run.parse_ws_echo(WS_ECHO_ERRORS)
+    assert run.run_errors(result) == "client 64"
+
+
+def test_ws_echo_without_a_report_is_an_error(run):
+    with pytest.raises(ValueError):
+        run.parse_ws_echo(WS_ECHO_REFUSED)
+
+
+def test_websocket_scenario_runs_on_its_servers_only(run):
+    full, quick = run.MODES["full"], run.MODES["quick"]
+    w, a = run.SCENARIOS_BY_KEY["W"], run.SCENARIOS_BY_KEY["A"]
+    servers = run.SERVERS_BY_NAME
+    assert [s.name for s in run.SERVERS if run.applies(s, w, full)] == [
+        "selectserver", "selectserver-pypy", "uvicorn-websockets"]
+    assert [s.name for s in run.SERVERS if run.applies(s, w, quick)] == [
+        "selectserver", "uvicorn-websockets"]
+    assert not run.applies(servers["uvicorn-websockets"], a, full)
+    assert "W" in run.QUICK_SCENARIOS and "uvicorn-websockets" in run.QUICK_SERVERS

@@ -259,3 +259,36 @@ def test_websocket_scenario_runs_on_its_servers_only(run):
         "selectserver", "uvicorn-websockets"]
     assert not run.applies(servers["uvicorn-websockets"], a, full)
     assert "W" in run.QUICK_SCENARIOS and "uvicorn-websockets" in run.QUICK_SERVERS
+
+
+def test_merging_a_merge_keeps_its_runs(run, tmp_path):
+    def results(started, records, load, merged_from=None):
+        data = {"mode": "full", "started": started, "servers": ["selectserver"],
+                "scenarios": [records[0]["scenario"]], "skipped": {}, "elapsed_s": 10,
+                "records": records, "settings": {}, "versions": {"selectserver": started},
+                "machine": {"loadavg_at_start": "%s 0 0" % load, "loadavg_at_end": "1 0 0"}}
+        if merged_from:
+            data["merged_from"] = merged_from
+        path = tmp_path / (started + ".json")
+        path.write_text(run.json.dumps(data))
+        return str(path)
+
+    a = {"scenario": "A", "server": "selectserver", "valid": True, "rps": 1.0}
+    w = {"scenario": "W", "server": "selectserver", "valid": True, "rps": 2.0}
+    merged = run.merge_results([results("t2", [a], "3.00", merged_from=["t1", "t2"]),
+                                results("t3", [w], "0.10")])
+    assert merged["merged_from"] == ["t1", "t2", "t3"]
+    assert merged["elapsed_s"] == 20
+    assert [d["load"][0] for d in merged["run_details"]] == ["3.00", "0.10"]
+    assert [r["scenario"] for r in merged["records"]] == ["A", "W"]
+
+
+def test_results_md_keeps_the_notes_byte_for_byte(run, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    notes = "\n## Notes and profiles\n\ntext  \n\n\n### later\n\n"
+    path.write_text("# x\n\n%s%s%s\n" % (run.NOTES_BEGIN, notes, run.NOTES_END))
+    run.write_results_md(str(path), "full", "## Full run\n")
+    run.write_results_md(str(path), "quick", "## Quick run\n")
+    text = path.read_text()
+    assert run.NOTES_BEGIN + notes + run.NOTES_END in text
+    assert "## Full run" in text and "## Quick run" in text

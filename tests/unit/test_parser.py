@@ -354,6 +354,34 @@ def test_field_name_cache_is_bounded():
     assert len(grammar.FIELD_NAMES) <= grammar._FIELD_NAMES_MAX
 
 
+
+def test_field_line_cache_gives_the_same_fields():
+    from selectserver.http11 import parser as parser_module
+    data = get_with(b"Host: a", b"X-Same:  v \t", b"x-same: v")
+    first = head(data).headers
+    assert b"X-Same:  v \t" in parser_module._FIELD_LINES
+    assert head(data).headers == first == [(b"host", b"a"), (b"x-same", b"v"), (b"x-same", b"v")]
+
+
+def test_field_line_cache_is_bounded_and_keeps_no_long_line():
+    from selectserver.http11 import parser as parser_module
+    for i in range(parser_module._FIELD_LINES_MAX + 10):
+        head(get_with(b"Host: a", b"X-Line: %d" % i))
+    assert len(parser_module._FIELD_LINES) <= parser_module._FIELD_LINES_MAX
+    line = b"Cookie: " + b"c" * parser_module._FIELD_LINE_MAX_BYTES
+    assert head(get_with(b"Host: a", line)).headers[1] == (b"cookie", line[8:])
+    assert line not in parser_module._FIELD_LINES
+
+
+def test_cached_field_lines_do_not_excuse_the_rest_of_the_head():
+    head(get_with(b"Host: a", b"X-Cached: v"))
+    assert refused(get_with(b"Host: a", b"X-Cached: v", b"X: a\x00b")).status == 400
+    assert refused(get_with(b"Host: a", b"X-Cached: v", b"X-Cached: v\rx")).status == 400
+    assert refused(get_with(b"Host: a", b"Host: a", b"X-Cached: v")).status == 400
+    assert refused(b"GET / HTTP/1.1\r\nHost: a\r\nX-Cached: v\r\n"
+                   b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").status == 400
+
+
 # -- Host (RFC 9112 §3.2, RFC 9110 §7.2) ----------------------------------------
 
 

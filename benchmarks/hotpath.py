@@ -110,6 +110,10 @@ def stub_http11() -> None:
         def end(self) -> bytes:
             return b""
 
+        def respond(self, status, headers, date_server, body: bytes, end: bool) -> bytes:
+            self.started = True
+            return b"HTTP/1.1 200 OK\r\n\r\n" + body
+
     connection.RequestParser = CannedParser
     connection.ResponseWriter = CannedWriter
 

@@ -445,12 +445,7 @@ class Connection:
         Raises ``InvalidResponse`` (nothing sent) when the head is not valid
         HTTP.  Returns True when the caller should wait for ``on_drained``.
         """
-        writer = self.writer
-        head = writer.head(status, headers, self.server.date_server)
-        if body:
-            head += writer.body(body)
-        if end:
-            head += writer.end()
+        head = self.writer.respond(status, headers, self.server.date_server, body, end)
         if self.state is RUNNING:
             self.write(head)
         if end:

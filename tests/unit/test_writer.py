@@ -420,6 +420,62 @@ def test_new_writer_attributes():
     assert w.request.method == b"GET"
 
 
+# -- respond(): head, body and end in one call ------------------------------------------
+
+
+def state(w):
+    return (w.status, w.keep_alive, w.bytes_sent, w.started, w.finished,
+            w._framing, w._remaining)
+
+
+@pytest.mark.parametrize("status, headers, body, kwargs", [
+    (200, [(b"content-type", b"text/plain"), (b"content-length", b"13")], b"Hello, world!", {}),
+    (200, [(b"content-length", b"5")], b"hel", {}),                 # short: must close
+    (200, [(b"content-length", b"2")], b"hello", {}),               # long: cut
+    (200, [(b"content-length", b"0")], b"", {}),
+    (200, [(b"content-length", b"3")], bytearray(b"abc"), {}),
+    (200, [(b"content-length", b"3")], memoryview(b"abc"), {}),
+    (200, [(b"content-type", b"text/plain")], b"chunked", {}),
+    (200, [(b"content-type", b"text/plain")], b"", {}),
+    (200, [], b"until close", {"version": "1.0", "keep_alive": True}),
+    (200, [(b"content-length", b"5")], b"hello", {"method": b"HEAD"}),
+    (304, [(b"content-length", b"5")], b"hello", {}),
+    (204, [(b"content-length", b"5")], b"", {}),
+    (200, [(b"content-length", b"4"), (b"connection", b"close")], b"abcd", {}),
+])
+@pytest.mark.parametrize("end", [True, False])
+def test_respond_is_head_body_and_end(status, headers, body, kwargs, end):
+    w = writer(**kwargs)
+    expected = w.head(status, headers, DS) + (w.body(body) if body else b"")
+    if end:
+        expected += w.end()
+    w2 = writer(**kwargs)
+    assert w2.respond(status, headers, DS, body, end) == expected
+    assert state(w2) == state(w)
+
+
+def test_respond_refuses_what_head_and_body_refuse():
+    w = writer()
+    with pytest.raises(InvalidResponse):
+        w.respond(200, [(b"x", b"a\r\nb")], DS, b"", True)
+    assert not w.started
+    w = writer()
+    with pytest.raises(InvalidResponse):
+        w.respond(200, [(b"content-length", b"1")], DS, "text", True)
+    with pytest.raises(InvalidResponse):
+        w.respond(200, [], DS, b"", True)   # already started
+
+
+@pytest.mark.parametrize("value", [[104, 105], (104,), range(3)])
+def test_header_values_that_only_look_like_bytes_are_refused(value):
+    w = writer()
+    with pytest.raises(InvalidResponse):
+        w.head(200, [(b"x", value)], DS)
+    with pytest.raises(InvalidResponse):
+        w.head(200, [(b"content-length", value)], DS)
+    assert not w.started
+
+
 # -- file bodies ---------------------------------------------------------------------
 
 

@@ -62,6 +62,12 @@ _monotonic = time.monotonic
 # syscalls per megabyte without holding much per connection.
 RECV_BYTES = 64 * 1024
 
+# A write at least this large is sent at once, never copied into the write
+# buffer to wait for the end of a batch, nor joined to the response head:
+# the copies of a 1 MiB body (and the fresh pages they need) cost more than
+# the system call they would save (scenario C: 3x the CPU, RESULTS.md).
+LARGE_WRITE_BYTES = 64 * 1024
+
 # Errors that mean the peer is gone, not that we have a bug.  A TLS error
 # (bad record, close_notify) is the peer's doing too.
 PEER_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
@@ -187,7 +193,7 @@ class Connection:
     __slots__ = (
         "loop", "sock", "server", "parser", "state", "deadline", "client",
         "local", "request", "writer", "cycle", "started_at",
-        "_interest", "_write_buffer", "_dispatching", "_file",
+        "_interest", "_write_buffer", "_dispatching", "_flush_queued", "_file",
     )
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
@@ -216,6 +222,8 @@ class Connection:
         # True while _serve_buffered() runs, so that a response finished
         # inside it does not start the next pipelined request recursively.
         self._dispatching = False
+        # True from the end of _serve_buffered() until the loop calls flush().
+        self._flush_queued = False
         # A FileTransfer queued behind the write buffer (send_file), or None.
         self._file: Optional[FileTransfer] = None
         server.connections.add(self)
@@ -236,9 +244,9 @@ class Connection:
 
     def _update_interest(self) -> None:
         state = self.state
-        if state is CLOSED or self._dispatching:
+        if state is CLOSED or self._dispatching or self._flush_queued:
             # While dispatching, writes are queued, not tried: no EVENT_WRITE
-            # yet; _serve_buffered settles the interest when it is done.
+            # yet; _serve_buffered (or flush) settles the interest when done.
             return
         wanted = EVENT_WRITE if self._write_buffer or self._file is not None else 0
         # Read while there is room: above the high-water mark the client
@@ -365,9 +373,20 @@ class Connection:
                 self._begin(event)
         finally:
             self._dispatching = False
-            if self._write_buffer:
-                # What the requests above wrote leaves in one send().
-                self.on_writable()
+            if self._write_buffer and not self._flush_queued:
+                # What the requests above wrote leaves in one send(), after
+                # the loop has read every socket that was ready with this one.
+                if self.loop.flush_after_events(self):
+                    self._flush_queued = True
+                else:
+                    self.on_writable()
+            self._update_interest()
+
+    def flush(self) -> None:
+        """Send what ``_serve_buffered`` queued (the loop calls it)."""
+        self._flush_queued = False
+        if self.state is not CLOSED:
+            self.on_writable()
             self._update_interest()
 
     def _begin(self, request: Request) -> None:
@@ -445,6 +464,12 @@ class Connection:
         Raises ``InvalidResponse`` (nothing sent) when the head is not valid
         HTTP.  Returns True when the caller should wait for ``on_drained``.
         """
+        if type(body) is bytes and len(body) >= LARGE_WRITE_BYTES:
+            # Head and body as two writes: no copy of the body.
+            head = self.writer.respond(status, headers, self.server.date_server, b"", False)
+            if self.state is RUNNING:
+                self.write(head)
+            return self.send_body(body, end)
         head = self.writer.respond(status, headers, self.server.date_server, body, end)
         if self.state is RUNNING:
             self.write(head)
@@ -481,8 +506,15 @@ class Connection:
         """
         buffer = self._write_buffer
         if buffer or self._dispatching:
-            buffer += data
-            return
+            if not self._dispatching or len(data) < LARGE_WRITE_BYTES:
+                buffer += data
+                return
+            # A large piece while dispatching: what is queued goes first,
+            # then the piece itself, without copying it.
+            if buffer and not self._send_buffered():
+                if self.state is not CLOSED:
+                    buffer += data
+                return
         try:
             sent = self.sock.send(data)
         except TRY_AGAIN:
@@ -494,6 +526,19 @@ class Connection:
             # Only a partial send costs an epoll_ctl (DESIGN.md decision 5).
             buffer += memoryview(data)[sent:]
             self._update_interest()
+
+    def _send_buffered(self) -> bool:
+        """Try to send the write buffer now; True when it is empty after."""
+        buffer = self._write_buffer
+        try:
+            sent = self.sock.send(buffer)
+        except TRY_AGAIN:
+            return False
+        except OSError as exc:
+            self._peer_gone(exc)
+            return False
+        del buffer[:sent]
+        return not buffer
 
     @property
     def write_buffer_bytes(self) -> int:

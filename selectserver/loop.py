@@ -89,6 +89,9 @@ class EventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
+        # While _process_events runs: the connections that asked to send
+        # their queued answers once every ready socket has been served.
+        self._to_flush: Optional[list] = None
 
     # -- the surface connections use -------------------------------------
 
@@ -116,6 +119,19 @@ class EventLoop(asyncio.SelectorEventLoop):
         except (KeyError, ValueError):
             # ValueError: the socket is already closed (fileno() is -1).
             pass
+
+    def flush_after_events(self, conn: Any) -> bool:
+        """Call ``conn.flush()`` once every socket of this select() is served.
+
+        Returns False outside that dispatch (the caller sends now).  The
+        answers of one batch then leave together, after all its requests
+        were read, instead of alternating with the reads.
+        """
+        to_flush = self._to_flush
+        if to_flush is None:
+            return False
+        to_flush.append(conn)
+        return True
 
     # -- the heart ------------------------------------------------------------
 
@@ -153,25 +169,38 @@ class EventLoop(asyncio.SelectorEventLoop):
                 handle._run()
 
     def _process_events(self, event_list: list) -> None:
-        """Dispatch ready sockets: connections directly, asyncio's by queue."""
-        for key, mask in event_list:
-            owner = key.data
-            if owner.__class__ is tuple:
-                self._queue_asyncio_handles(key, mask, owner)
-                continue
+        """Dispatch ready sockets: connections directly, asyncio's by queue;
+        then send what the connections queued meanwhile."""
+        self._to_flush = to_flush = []
+        try:
+            for key, mask in event_list:
+                owner = key.data
+                if owner.__class__ is tuple:
+                    self._queue_asyncio_handles(key, mask, owner)
+                    continue
+                try:
+                    if mask & EVENT_READ:
+                        owner.on_readable()
+                    if mask & EVENT_WRITE:
+                        owner.on_writable()
+                except Exception as exc:
+                    self._connection_failed(owner, exc)
+        finally:
+            self._to_flush = None
+        for conn in to_flush:
             try:
-                if mask & EVENT_READ:
-                    owner.on_readable()
-                if mask & EVENT_WRITE:
-                    owner.on_writable()
+                conn.flush()
             except Exception as exc:
-                # A bug of ours: report it, drop that connection, keep serving.
-                self.call_exception_handler({
-                    "message": "error in connection callback",
-                    "exception": exc,
-                    "connection": owner,
-                })
-                owner.abort()
+                self._connection_failed(conn, exc)
+
+    def _connection_failed(self, conn: Any, exc: Exception) -> None:
+        # A bug of ours: report it, drop that connection, keep serving.
+        self.call_exception_handler({
+            "message": "error in connection callback",
+            "exception": exc,
+            "connection": conn,
+        })
+        conn.abort()
 
     def _queue_asyncio_handles(self, key: Any, mask: int, handles: tuple) -> None:
         # Exactly what asyncio's own _process_events does for its readers
@@ -248,6 +277,9 @@ class StockLoop(asyncio.SelectorEventLoop):
             self.remove_reader(fd)
         if old & EVENT_WRITE:
             self.remove_writer(fd)
+
+    def flush_after_events(self, conn: Any) -> bool:
+        return False   # no batches here: connections send at once
 
     def _guarded(self, conn: Any, callback: Any) -> None:
         try:

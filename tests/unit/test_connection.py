@@ -7,7 +7,7 @@ import pytest
 
 from selectserver.asgi import make_handler
 from selectserver.config import Config
-from selectserver.connection import (CLOSED, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
+from selectserver.connection import (CLOSED, LARGE_WRITE_BYTES, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
                                      Connection, ServerState, State)
 from selectserver.loop import EVENT_READ, EVENT_WRITE, EventLoop
 
@@ -109,6 +109,66 @@ def test_pipelined_requests_are_answered_in_order_in_one_send(make_conn):
     bodies = [part[-2:] for part in sock.sent.split(b"HTTP/1.1 200 OK")[1:]]
     assert bodies == [b"%02d" % i for i in range(16)]
     assert conn.state is IDLE
+
+
+def test_sockets_ready_together_are_all_read_before_any_answer_is_sent(make_conn):
+    log = []
+    socks = []
+    for name in ("a", "b"):
+        conn, sock = make_conn()
+        sock.reads.append(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % name.encode())
+        recv, send = sock.recv, sock.send
+        sock.recv = lambda size, recv=recv, name=name: log.append(name + " recv") or recv(size)
+        sock.send = lambda data, send=send, name=name: log.append(name + " send") or send(data)
+        socks.append((conn, sock))
+    loop = socks[0][0].loop
+    ready = [(loop._selector.get_key(sock), EVENT_READ) for _, sock in socks]
+    make_conn.in_loop(lambda: loop._process_events(ready))
+    assert log == ["a recv", "b recv", "a send", "b send"]
+    for conn, sock in socks:
+        assert sock.sent.endswith(b"\r\n\r\n" + (b"a-" if sock is socks[0][1] else b"b-"))
+        assert conn.state is IDLE and conn.write_buffer_bytes == 0
+        # Nothing left to send: the selector was not asked for EVENT_WRITE.
+        assert loop._selector.get_key(sock).events == EVENT_READ
+
+
+def test_a_large_body_leaves_apart_from_its_head_uncopied(make_conn):
+    body = b"x" * LARGE_WRITE_BYTES
+
+    async def large(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    conn, sock = make_conn(large)
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    assert len(sock.sends) == 2
+    assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and sock.sends[0].endswith(b"\r\n\r\n")
+    assert sock.sends[1] == body
+    assert conn.state is IDLE
+
+
+def test_a_large_body_behind_a_full_socket_waits_in_the_buffer(make_conn):
+    body = b"y" * LARGE_WRITE_BYTES
+
+    async def large(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    conn, sock = make_conn(large)
+    sock.room = 10
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.in_loop(conn.on_readable)
+    # The kernel took a few bytes of the head; the body waits behind the rest.
+    assert len(sock.sent) < 100 and conn.write_buffer_bytes > len(body)
+    assert conn.loop._selector.get_key(sock).events & EVENT_WRITE
+    sock.room = None
+    while conn.write_buffer_bytes:
+        conn.on_writable()
+    head, _, sent_body = sock.sent.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and sent_body == body
 
 
 def test_a_partial_send_keeps_the_rest_and_waits_for_writable(make_conn):

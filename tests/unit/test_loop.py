@@ -204,3 +204,57 @@ def test_asyncio_apis_work_on_both_loops(loop_class):
         assert loop.run_until_complete(main()) == 7
     finally:
         loop.close()
+
+
+class FlushingConnection(FakeConnection):
+    """Reads, then asks to be flushed at the end of the batch."""
+
+    def __init__(self, loop, name, log, fail_flush=False):
+        super().__init__()
+        self.loop, self.name, self.log, self.fail_flush = loop, name, log, fail_flush
+
+    def on_readable(self):
+        self.log.append(self.name + " read")
+        assert self.loop.flush_after_events(self) is True
+
+    def flush(self):
+        self.log.append(self.name + " flush")
+        if self.fail_flush:
+            raise ValueError("bug")
+
+    def abort(self):
+        self.log.append(self.name + " abort")
+
+
+def test_connections_are_flushed_after_every_ready_socket_was_served(loop):
+    log = []
+    a, b = FlushingConnection(loop, "a", log), FlushingConnection(loop, "b", log)
+    loop.add_connection(FakeFile(60), a, EVENT_READ)
+    loop.add_connection(FakeFile(61), b, EVENT_READ)
+    loop.fake_selector.script = [[(60, EVENT_READ), (61, EVENT_READ)]]
+    loop._run_once()
+    assert log == ["a read", "b read", "a flush", "b flush"]
+    # Outside the dispatch there is no batch: the caller sends at once.
+    assert loop.flush_after_events(a) is False
+
+
+def test_a_failing_flush_is_reported_and_the_connection_aborted(loop):
+    reports = []
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+    log = []
+    bad = FlushingConnection(loop, "bad", log, fail_flush=True)
+    good = FlushingConnection(loop, "good", log)
+    loop.add_connection(FakeFile(62), bad, EVENT_READ)
+    loop.add_connection(FakeFile(63), good, EVENT_READ)
+    loop.fake_selector.script = [[(62, EVENT_READ), (63, EVENT_READ)]]
+    loop._run_once()
+    assert log == ["bad read", "good read", "bad flush", "bad abort", "good flush"]
+    assert isinstance(reports[0]["exception"], ValueError)
+
+
+def test_the_stock_loop_has_no_batches():
+    loop = StockLoop()
+    try:
+        assert loop.flush_after_events(FakeConnection()) is False
+    finally:
+        loop.close()

@@ -132,15 +132,20 @@ def test_sockets_ready_together_are_all_read_before_any_answer_is_sent(make_conn
         assert loop._selector.get_key(sock).events == EVENT_READ
 
 
-def test_a_large_body_leaves_apart_from_its_head_uncopied(make_conn):
-    body = b"x" * LARGE_WRITE_BYTES
+def one_body_app(body):
+    """An app that answers with ``body`` in one message."""
 
-    async def large(scope, receive, send):
+    async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
-    conn, sock = make_conn(large)
+    return app
+
+
+def test_a_large_body_leaves_apart_from_its_head_uncopied(make_conn):
+    body = b"x" * LARGE_WRITE_BYTES
+    conn, sock = make_conn(one_body_app(body))
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     make_conn.in_loop(conn.on_readable)
     assert len(sock.sends) == 2
@@ -151,13 +156,7 @@ def test_a_large_body_leaves_apart_from_its_head_uncopied(make_conn):
 
 def test_a_large_body_behind_a_full_socket_waits_in_the_buffer(make_conn):
     body = b"y" * LARGE_WRITE_BYTES
-
-    async def large(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-
-    conn, sock = make_conn(large)
+    conn, sock = make_conn(one_body_app(body))
     sock.room = 10
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     make_conn.in_loop(conn.on_readable)

@@ -34,8 +34,10 @@ becomes a quiet close.
 
 from __future__ import annotations
 
+import collections
 import enum
 import errno
+import itertools
 import logging
 import os
 import selectors
@@ -43,7 +45,7 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from .errors import HTTPError, InvalidResponse, RequestTimeout
 from .http11.events import NEED_DATA, Data, EndOfMessage, Request
@@ -62,11 +64,13 @@ _monotonic = time.monotonic
 # syscalls per megabyte without holding much per connection.
 RECV_BYTES = 64 * 1024
 
-# A write at least this large is sent at once, never copied into the write
-# buffer to wait for the end of a batch, nor joined to the response head:
-# the copies of a 1 MiB body (and the fresh pages they need) cost more than
-# the system call they would save (scenario C: 3x the CPU, RESULTS.md).
+# A write at least this large is queued by reference, never copied, and not
+# joined to the response head: the copies of a 1 MiB body (and the fresh
+# pages they need) had tripled the CPU of scenario C (RESULTS.md).
 LARGE_WRITE_BYTES = 64 * 1024
+
+# At most this many pieces per sendmsg() (Linux's IOV_MAX is 1024).
+_MAX_GATHER = 64
 
 # Errors that mean the peer is gone, not that we have a bug.  A TLS error
 # (bad record, close_notify) is the peer's doing too.
@@ -104,6 +108,84 @@ TRANSITIONS: Dict[State, Set[State]] = {
     CLOSING: {CLOSED},
     CLOSED: set(),
 }
+
+
+class WriteQueue:
+    """The bytes waiting for the socket, in order, large pieces uncopied.
+
+    Small writes are copied into one growing ``bytearray`` (many small
+    answers leave in one ``send()``); a ``bytes`` piece of at least
+    ``LARGE_WRITE_BYTES`` is kept by reference, so that a 1 MiB body waiting
+    for its turn costs no copy.  ``send(sock)`` hands the kernel as many
+    pieces as it can in one ``sendmsg()`` (a gather write) where the socket
+    has one, else the first piece.  ``size`` is the number of bytes queued
+    (an attribute, not ``len()``: it is read several times per request).
+    """
+
+    __slots__ = ("_pieces", "size", "_gather")
+
+    def __init__(self, gather: bool) -> None:
+        self._pieces: Deque[Any] = collections.deque()
+        self.size = 0
+        self._gather = gather
+
+    def append(self, data: Any) -> None:
+        pieces = self._pieces
+        if not pieces and type(data) is bytes:
+            # The usual case, one answer: kept as it is.
+            pieces.append(data)
+            self.size = len(data)
+            return
+        size = len(data)
+        if not size:
+            return
+        self.size += size
+        if size >= LARGE_WRITE_BYTES and _immutable(data):
+            pieces.append(memoryview(data))   # safe to keep: nobody can change it
+            return
+        last = pieces[-1] if pieces else None
+        if type(last) is bytearray:
+            last += data
+        elif type(last) is bytes and len(last) < LARGE_WRITE_BYTES:
+            # A second small piece: from now on they are joined (16
+            # pipelined answers leave as one piece).
+            joined = bytearray(last)
+            joined += data
+            pieces[-1] = joined
+        else:
+            pieces.append(bytearray(data))
+
+    def send(self, sock: Any) -> int:
+        """One system call; returns the bytes sent (and drops them)."""
+        pieces = self._pieces
+        if len(pieces) == 1:
+            sent = sock.send(pieces[0])
+            if sent == self.size:
+                pieces.clear()
+                self.size = 0
+                return sent
+        elif self._gather:
+            sent = sock.sendmsg(list(itertools.islice(pieces, _MAX_GATHER)))
+        else:
+            sent = sock.send(pieces[0])
+        self.size -= sent
+        left = sent
+        while left:
+            first = pieces[0]
+            if left < len(first):
+                if type(first) is bytearray:
+                    del first[:left]
+                else:
+                    pieces[0] = memoryview(first)[left:]
+                break
+            left -= len(first)
+            pieces.popleft()
+        return sent
+
+
+def _immutable(data: Any) -> bool:
+    """``bytes``, or a memoryview of ``bytes`` (the rest of a partial send)."""
+    return type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
 
 
 class Cycle:
@@ -218,7 +300,8 @@ class Connection:
         self.cycle: Optional[Cycle] = None
         self.started_at = 0.0
         self._interest = EVENT_READ
-        self._write_buffer = bytearray()
+        # sendmsg(): plain sockets only (ssl.SSLSocket refuses it).
+        self._write_buffer = WriteQueue(server.ssl_context is None and hasattr(sock, "sendmsg"))
         # True while _serve_buffered() runs, so that a response finished
         # inside it does not start the next pipelined request recursively.
         self._dispatching = False
@@ -248,7 +331,7 @@ class Connection:
             # While dispatching, writes are queued, not tried: no EVENT_WRITE
             # yet; _serve_buffered (or flush) settles the interest when done.
             return
-        wanted = EVENT_WRITE if self._write_buffer or self._file is not None else 0
+        wanted = EVENT_WRITE if self._write_buffer.size or self._file is not None else 0
         # Read while there is room: above the high-water mark the client
         # waits (TCP flow control) until the application consumes the body.
         if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
@@ -293,22 +376,21 @@ class Connection:
             self._handshake()
             return
         buffer = self._write_buffer
-        if not buffer:
+        if not buffer.size:
             if self._file is not None:
                 self._send_file_part()
                 return
             self._update_interest()
             return
         try:
-            sent = self.sock.send(buffer)
+            buffer.send(self.sock)
         except TRY_AGAIN:
             return
         except OSError as exc:
             self._peer_gone(exc)
             return
-        del buffer[:sent]
-        if buffer:
-            if self.cycle is not None and len(buffer) <= self.server.write_low_bytes:
+        if buffer.size:
+            if self.cycle is not None and buffer.size <= self.server.write_low_bytes:
                 self.cycle.on_drained()
             return
         if self.state is CLOSING:
@@ -373,7 +455,7 @@ class Connection:
                 self._begin(event)
         finally:
             self._dispatching = False
-            if self._write_buffer and not self._flush_queued:
+            if self._write_buffer.size and not self._flush_queued:
                 # What the requests above wrote leaves in one send(), after
                 # the loop has read every socket that was ready with this one.
                 if self.loop.flush_after_events(self):
@@ -475,7 +557,7 @@ class Connection:
             self.write(head)
         if end:
             self._finish_response()
-        return len(self._write_buffer) > self.server.write_high_bytes
+        return self._write_buffer.size > self.server.write_high_bytes
 
     def send_body(self, body: bytes, end: bool = False) -> bool:
         """Send more body (framed by the writer); ``end`` finishes the response."""
@@ -487,7 +569,7 @@ class Connection:
             self.write(data)
         if end:
             self._finish_response()
-        return len(self._write_buffer) > self.server.write_high_bytes
+        return self._write_buffer.size > self.server.write_high_bytes
 
     def respond_error(self, status: int, detail: str = "") -> None:
         """Answer with a server-made error page and close after it."""
@@ -505,16 +587,9 @@ class Connection:
         one ``send()`` (16 pipelined requests: one system call, not 16).
         """
         buffer = self._write_buffer
-        if buffer or self._dispatching:
-            if not self._dispatching or len(data) < LARGE_WRITE_BYTES:
-                buffer += data
-                return
-            # A large piece while dispatching: what is queued goes first,
-            # then the piece itself, without copying it.
-            if buffer and not self._send_buffered():
-                if self.state is not CLOSED:
-                    buffer += data
-                return
+        if buffer.size or self._dispatching:
+            buffer.append(data)
+            return
         try:
             sent = self.sock.send(data)
         except TRY_AGAIN:
@@ -524,25 +599,12 @@ class Connection:
             return
         if sent < len(data):
             # Only a partial send costs an epoll_ctl (DESIGN.md decision 5).
-            buffer += memoryview(data)[sent:]
+            buffer.append(memoryview(data)[sent:] if sent else data)
             self._update_interest()
-
-    def _send_buffered(self) -> bool:
-        """Try to send the write buffer now; True when it is empty after."""
-        buffer = self._write_buffer
-        try:
-            sent = self.sock.send(buffer)
-        except TRY_AGAIN:
-            return False
-        except OSError as exc:
-            self._peer_gone(exc)
-            return False
-        del buffer[:sent]
-        return not buffer
 
     @property
     def write_buffer_bytes(self) -> int:
-        return len(self._write_buffer)
+        return self._write_buffer.size
 
     def _finish_response(self) -> None:
         request, writer, server = self.request, self.writer, self.server
@@ -590,7 +652,7 @@ class Connection:
     def _close_after_flush(self) -> None:
         if self.state is CLOSED:
             return
-        if self._write_buffer:
+        if self._write_buffer.size:
             self._set_state(CLOSING)
             self._update_interest()
         else:
@@ -620,7 +682,7 @@ class Connection:
         self._file = FileTransfer(file, fd, offset, count, zero_copy, on_done)
         if self.state is not RUNNING:
             self._file = None
-        elif not self._write_buffer:
+        elif not self._write_buffer.size:
             self._send_file_part()
 
     def _send_file_part(self) -> None:
@@ -712,7 +774,7 @@ class Connection:
         except OSError:
             pass
         self.server.connections.discard(self)
-        self._write_buffer = bytearray()
+        self._write_buffer = WriteQueue(False)
         self._file = None
         self._notify_disconnect()
 

@@ -7,7 +7,7 @@ import pytest
 
 from selectserver.asgi import make_handler
 from selectserver.config import Config
-from selectserver.connection import (CLOSED, LARGE_WRITE_BYTES, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
+from selectserver.connection import (CLOSED, LARGE_WRITE_BYTES, WriteQueue, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
                                      Connection, ServerState, State)
 from selectserver.loop import EVENT_READ, EVENT_WRITE, EventLoop
 
@@ -21,6 +21,7 @@ class FakeSocket:
         self._real, self._peer = socket.socketpair()   # a real fd for the selector
         self.reads = []
         self.sends = []
+        self.gathers = []
         self.room = None
         self.closed = False
 
@@ -35,6 +36,11 @@ class FakeSocket:
             data = data[:self.room]
         self.sends.append(data)
         return len(data)
+
+    def sendmsg(self, buffers):
+        # A gather write: recorded as the pieces it was given, and as one send.
+        self.gathers.append(list(buffers))
+        return self.send(b"".join(buffers))
 
     @property
     def sent(self):
@@ -143,14 +149,15 @@ def one_body_app(body):
     return app
 
 
-def test_a_large_body_leaves_apart_from_its_head_uncopied(make_conn):
+def test_a_large_body_leaves_with_its_head_in_one_gather_write_uncopied(make_conn):
     body = b"x" * LARGE_WRITE_BYTES
     conn, sock = make_conn(one_body_app(body))
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     make_conn.in_loop(conn.on_readable)
-    assert len(sock.sends) == 2
-    assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n") and sock.sends[0].endswith(b"\r\n\r\n")
-    assert sock.sends[1] == body
+    assert len(sock.sends) == 1 and len(sock.gathers) == 1
+    head, sent_body = sock.gathers[0]
+    assert bytes(head).startswith(b"HTTP/1.1 200 OK\r\n") and bytes(head).endswith(b"\r\n\r\n")
+    assert sent_body.obj is body        # the app's bytes themselves, not a copy
     assert conn.state is IDLE
 
 
@@ -239,3 +246,54 @@ def test_timeouts_close_idle_and_answer_408_to_a_slow_head(make_conn):
     conn.on_timeout()
     assert sock.sent.startswith(b"HTTP/1.1 408 ")
     assert conn.state is CLOSED
+
+
+class GatherSocket:
+    """Takes at most ``room`` bytes per call; records which call was used."""
+
+    def __init__(self, room):
+        self.room = room
+        self.calls = []
+        self.received = b""
+
+    def send(self, data):
+        return self._take("send", [data])
+
+    def sendmsg(self, buffers):
+        return self._take("sendmsg", buffers)
+
+    def _take(self, call, buffers):
+        data = b"".join(bytes(b) for b in buffers)[:self.room]
+        self.calls.append((call, len(buffers)))
+        self.received += data
+        return len(data)
+
+
+def test_write_queue_keeps_order_across_partial_sends_of_several_pieces():
+    big1, big2 = b"A" * LARGE_WRITE_BYTES, b"B" * LARGE_WRITE_BYTES
+    queue = WriteQueue(gather=True)
+    for piece in (b"head1", big1, b"x", b"y", big2, b"tail"):
+        queue.append(piece)
+    total = 5 + len(big1) + 2 + len(big2) + 4
+    assert queue.size == total
+    sock = GatherSocket(room=LARGE_WRITE_BYTES - 3)
+    while queue.size:
+        queue.send(sock)
+    assert sock.received == b"head1" + big1 + b"xy" + big2 + b"tail"
+    # Small pieces next to each other were joined: 5 pieces, never 6.
+    assert sock.calls[0] == ("sendmsg", 5)
+
+
+def test_write_queue_copies_what_could_change_and_keeps_bytes_by_reference():
+    mutable = bytearray(b"m" * LARGE_WRITE_BYTES)
+    queue = WriteQueue(gather=False)
+    queue.append(mutable)
+    mutable[:1] = b"!"
+    big = b"b" * LARGE_WRITE_BYTES
+    queue.append(big)
+    sock = GatherSocket(room=None)
+    queue.send(sock)
+    assert sock.received == b"m" * LARGE_WRITE_BYTES    # the copy, not the changed buffer
+    assert queue._pieces[0].obj is big
+    queue.send(sock)
+    assert queue.size == 0 and sock.calls == [("send", 1), ("send", 1)]

@@ -564,7 +564,11 @@ class Connection:
         writer = self.writer
         data = writer.body(body) if body else b""
         if end:
-            data += writer.end()
+            last = writer.end()
+            if last:
+                # Only the last chunk: never copy a body to add b"" to it
+                # (CPython would not, PyPy would).
+                data = data + last if data else last
         if data and self.state is RUNNING:
             self.write(data)
         if end:

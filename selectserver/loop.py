@@ -11,7 +11,9 @@ heart, the run-once step:
     2. ``select()``: ask the kernel which sockets are ready;
     3. dispatch: a server connection is called directly
        (``conn.on_readable()`` / ``conn.on_writable()``); asyncio's own
-       readers and writers are queued as asyncio queues them;
+       readers and writers are queued as asyncio queues them; then the
+       connections that queued answers meanwhile send them
+       (``flush_after_events``: all reads of a batch, then all sends);
     4. move due timers to the ready queue;
     5. run the callbacks that were ready when this step began.
 

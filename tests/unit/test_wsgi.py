@@ -734,3 +734,58 @@ def test_interface_detection():
     assert detect_interface(asgi_app) == "asgi3"
     with pytest.raises(AppLoadError, match="--interface"):
         detect_interface(lambda only: None)
+
+
+# -- a body that arrived with its head ------------------------------------------------
+
+
+class FakeParser:
+    def __init__(self, body_complete):
+        self.body_complete = body_complete
+
+
+def whole_body_cycle(app, body_complete=True, **fields):
+    conn = FakeConnection(body_events=[Data(b"ab"), Data(b"cd"), END_OF_MESSAGE])
+    request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4,
+                           **fields)
+    conn.request = request
+    conn.parser = FakeParser(body_complete)
+    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop))
+    cycle.environ = environ_for(request, conn)
+    cycle.environ["wsgi.input"] = cycle.input
+    conn.cycle = cycle
+    return conn, cycle
+
+
+def test_a_body_that_arrived_whole_is_in_wsgi_input_before_the_app_runs():
+    reads = []
+
+    def app(environ, start_response):
+        before = len(conn.calls)
+        reads.append(environ["wsgi.input"].read())
+        # The read asked the loop for nothing: no round trip.
+        assert len(conn.calls) == before
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    conn, cycle = whole_body_cycle(app)
+    cycle.take_whole_body()
+    assert conn.calls == [("receive_body",)] * 3
+    cycle.run(threading.Condition(threading.RLock()))
+    assert reads == [b"abcd"]
+
+
+@pytest.mark.parametrize("fields, complete", [({"expect_continue": True}, True), ({}, False)])
+def test_a_body_is_left_to_the_app_when_it_must_wait(fields, complete):
+    # Expect: 100-continue (the client waits for the app's first read), or
+    # a body not all here yet: the app's reads pull it, as before.
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    conn, cycle = whole_body_cycle(app, body_complete=complete, **fields)
+    cycle.take_whole_body()
+    assert conn.calls == []
+    cycle.run(threading.Condition(threading.RLock()))
+    assert ("respond", 200, [(b"Content-Length", b"4")], b"abcd", True) in conn.calls

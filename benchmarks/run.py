@@ -997,7 +997,8 @@ def _relative(argv: list) -> list:
 
 def versions() -> dict:
     """Versions of everything measured, for RESULTS.md."""
-    found = {"python": platform.python_version() + " (" + sys.executable + ")"}
+    # The implementation, not the interpreter's path: RESULTS.md is read on other machines.
+    found = {"python": "%s (%s)" % (platform.python_version(), platform.python_implementation())}
     pypy = shutil.which("pypy3")
     if pypy:
         found["pypy3"] = " ".join(_run_text([pypy, "--version"]).split())
@@ -1469,8 +1470,17 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
     for key, value in results["machine"].items():
         lines.append("- %s: %s" % (key, value))
     for key, value in results["versions"].items():
-        lines.append("- %s: %s" % (key, value))
+        lines.append("- %s: %s" % (key, portable(str(value))))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def portable(text: str) -> str:
+    """``text`` with every absolute path cut to its last part (results saved
+    before versions() stopped recording the interpreter's path have one)."""
+    return _ABSOLUTE_PATH.sub(lambda match: os.path.basename(match.group(0)), text)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]+")
 
 
 def _section_markers(mode: str) -> tuple:

@@ -292,3 +292,10 @@ def test_results_md_keeps_the_notes_byte_for_byte(run, tmp_path):
     text = path.read_text()
     assert run.NOTES_BEGIN + notes + run.NOTES_END in text
     assert "## Full run" in text and "## Quick run" in text
+
+
+def test_results_name_no_path_of_the_machine(run):
+    assert "/" not in run.versions()["python"]
+    assert (run.portable("3.11.7 (/root/.pyenv/versions/3.11.7/bin/python3)")
+            == "3.11.7 (python3)")
+    assert run.portable("0.54.0 with CPython 3.11.7") == "0.54.0 with CPython 3.11.7"

@@ -130,16 +130,14 @@ class WriteQueue:
         self._gather = gather
 
     def append(self, data: Any) -> None:
-        pieces = self._pieces
-        if not pieces and type(data) is bytes:
-            # The usual case, one answer: kept as it is.
-            pieces.append(data)
-            self.size = len(data)
-            return
         size = len(data)
         if not size:
             return
+        pieces = self._pieces
         self.size += size
+        if not pieces and type(data) is bytes:
+            pieces.append(data)   # the usual case, one answer: kept as it is
+            return
         if size >= LARGE_WRITE_BYTES and _immutable(data):
             pieces.append(memoryview(data))   # safe to keep: nobody can change it
             return
@@ -469,7 +467,10 @@ class Connection:
         self._flush_queued = False
         if self.state is not CLOSED:
             self.on_writable()
-            self._update_interest()
+            if self._write_buffer.size:
+                # The kernel took part of it: ask for EVENT_WRITE (on_writable
+                # settled the interest itself if it sent everything).
+                self._update_interest()
 
     def _begin(self, request: Request) -> None:
         server = self.server
@@ -547,10 +548,8 @@ class Connection:
         HTTP.  Returns True when the caller should wait for ``on_drained``.
         """
         if type(body) is bytes and len(body) >= LARGE_WRITE_BYTES:
-            # Head and body as two writes: no copy of the body.
-            head = self.writer.respond(status, headers, self.server.date_server, b"", False)
-            if self.state is RUNNING:
-                self.write(head)
+            # The head alone, then the body: joining them would copy it.
+            self.respond(status, headers)
             return self.send_body(body, end)
         head = self.writer.respond(status, headers, self.server.date_server, body, end)
         if self.state is RUNNING:

@@ -147,20 +147,34 @@ class WSGIInput:
     # -- the loop's side ------------------------------------------------------------
 
     def feed(self, data: bytes) -> bool:
-        """Add body bytes; True when the buffer is full and the loop must pause."""
-        with self._cond:
-            self._chunks.append(data)
-            self._size += len(data)
-            self._cond.notify()
-            if self._size >= self._high_bytes:
-                self._paused = True
-                return True
-            return False
+        """Add body bytes; True when the buffer is full and the loop must pause.
+
+        Before the cycle reaches a thread (``_cond`` is None, see
+        ``WSGICycle.take_whole_body``) there is no reader to lock out or wake.
+        """
+        cond = self._cond
+        if cond is None:
+            return self._add(data)
+        with cond:
+            cond.notify()
+            return self._add(data)
+
+    def _add(self, data: bytes) -> bool:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= self._high_bytes:
+            self._paused = True
+            return True
+        return False
 
     def feed_eof(self) -> None:
-        with self._cond:
+        cond = self._cond
+        if cond is None:
             self._eof = True
-            self._cond.notify()
+            return
+        with cond:
+            self._eof = True
+            cond.notify()
 
     def fail(self, error: BaseException) -> None:
         """No more body will come: reads past the buffered bytes raise ``error``."""
@@ -547,7 +561,7 @@ class WSGICycle(Cycle):
 
     def take_whole_body(self) -> None:
         """Before the app runs: move a body that has arrived whole into
-        ``wsgi.input`` (the loop's thread, no lock: no app thread has it yet).
+        ``wsgi.input`` (no thread has the input yet: no lock, nobody to wake).
 
         The app's reads then find it without a round trip to the loop: a
         4 KiB POST arrives with its head, and asking the loop for it from the
@@ -555,20 +569,10 @@ class WSGICycle(Cycle):
         100-continue`` (the client waits until the app reads) nor before a
         chunked body is parsed.
         """
-        body = self.input
         conn = self.conn
-        if body is NO_BODY or conn.request.expect_continue or not conn.parser.body_complete:
-            return
-        while True:
-            event = conn.receive_body()
-            if event is None:
-                return   # the connection failed the body; the app's read will see it
-            if event.__class__ is Data:
-                body._chunks.append(event.data)
-                body._size += len(event.data)
-            else:
-                body._eof = True
-                return
+        if (self.input is not NO_BODY and not conn.request.expect_continue
+                and conn.parser.body_complete):
+            self._pull_body()
 
     def request_body(self) -> None:
         """Ask the loop for more body (``WSGIInput`` calls it, under its lock)."""

@@ -11,6 +11,7 @@ quote for a before/after of an optimisation.
     python3 benchmarks/hotpath.py --instructions   # instructions/request
     python3 benchmarks/hotpath.py --profile        # cProfile, top functions
     python3 benchmarks/hotpath.py --stub-http11    # our parts without the parser/writer
+    python3 benchmarks/hotpath.py --pipeline 16    # scenario D: 16 requests per recv()
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ async def hello(scope, receive, send):
 
 
 class FakeSocket:
-    """Reads the same request forever; accepts every write whole."""
+    """Reads the same ``pipeline`` requests forever; accepts every write whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipeline: int = 1) -> None:
         self._real, self._peer = socket.socketpair()   # a real fd for the selector
+        self._data = REQUEST * pipeline
         self.sends = 0
 
     def recv(self, size: int) -> bytes:
-        return REQUEST
+        return self._data
 
     def send(self, data: bytes) -> int:
         self.sends += 1
@@ -90,8 +92,8 @@ def stub_http11() -> None:
                 return Request(b"GET", b"/", "1.1", headers)
             return NEED_DATA
 
-        def start_next_request(self) -> None:
-            pass
+        def next_request(self, skip_body: bool = True) -> bool:
+            return True
 
     class CannedWriter:
         __slots__ = ("keep_alive", "started", "status")
@@ -118,7 +120,7 @@ def stub_http11() -> None:
     connection.ResponseWriter = CannedWriter
 
 
-def measure(requests: int) -> float:
+def measure(requests: int, pipeline: int = 1) -> float:
     from selectserver.asgi import make_handler
     from selectserver.config import Config
     from selectserver.connection import Connection, ServerState
@@ -131,7 +133,8 @@ def measure(requests: int) -> float:
     # The handler exactly as the worker builds it, websocket hook included.
     state = ServerState(config, make_handler(hello, config, upgrade=websocket_upgrade(config)))
     state.date_server = DATE_SERVER
-    sock = FakeSocket()
+    sock = FakeSocket(pipeline)
+    reads = requests // pipeline
     conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
     elapsed = []
 
@@ -139,32 +142,34 @@ def measure(requests: int) -> float:
         # Inside a loop callback, as in the server: AppTask.start() must not
         # run inside another task's step.
         started = time.perf_counter()
-        for _ in range(requests):
+        for _ in range(reads):
             conn.on_readable()
         elapsed.append(time.perf_counter() - started)
         loop.stop()
 
     loop.call_soon(run)
     loop.run_forever()
-    assert sock.sends == requests, "every request must be answered with one send()"
+    assert sock.sends == reads, "the answers to one recv() must leave in one send()"
     loop.close()
     sock.close()
-    return elapsed[0] / requests * 1e6
+    return elapsed[0] / (reads * pipeline) * 1e6
 
 
-def count_instructions(stub: bool) -> int:
+def count_instructions(stub: bool, pipeline: int = 1) -> int:
     """Instructions per request: the difference of two callgrind runs."""
     python = os.path.realpath(sys.executable)
     counts = []
-    for requests in (3000, 9000):
+    sizes = [n - n % pipeline for n in (3000, 9000)]   # whole recv()s
+    for requests in sizes:
         command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                   python, os.path.abspath(__file__), "--requests", str(requests)]
+                   python, os.path.abspath(__file__), "--requests", str(requests),
+                   "--pipeline", str(pipeline)]
         if stub:
             command.append("--stub-http11")
         # The environment (HOTPATH_PROXY, HOTPATH_WS) passes through.
         output = subprocess.run(command, capture_output=True, text=True, check=True).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
-    return (counts[1] - counts[0]) // 6000
+    return (counts[1] - counts[0]) // (sizes[1] - sizes[0])
 
 
 def main() -> None:
@@ -173,11 +178,14 @@ def main() -> None:
     parser.add_argument("--stub-http11", action="store_true")
     parser.add_argument("--instructions", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--pipeline", type=int, default=1, metavar="N",
+                        help="N requests in each recv() (scenario D: 16)")
     args = parser.parse_args()
     if args.instructions:
         print("%s: %d instructions/request%s" % (
             sys.implementation.name + ".".join(map(str, sys.version_info[:2])),
-            count_instructions(args.stub_http11), " (parser and writer stubbed)" if args.stub_http11 else ""))
+            count_instructions(args.stub_http11, args.pipeline),
+            " (parser and writer stubbed)" if args.stub_http11 else ""))
         return
     if args.stub_http11:
         stub_http11()
@@ -186,10 +194,10 @@ def main() -> None:
         import pstats
 
         profile = cProfile.Profile()
-        profile.runcall(measure, args.requests)
+        profile.runcall(measure, args.requests, args.pipeline)
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return
-    print("%.2f us/request" % measure(args.requests))
+    print("%.2f us/request" % measure(args.requests, args.pipeline))
 
 
 if __name__ == "__main__":

@@ -617,12 +617,11 @@ class Connection:
         if self.state is not RUNNING:
             return
         keep_alive = writer.keep_alive and request.keep_alive and not server.draining
-        if keep_alive and not self._discard_rest_of_body(request):
-            keep_alive = False
-        if not keep_alive:
+        # A body the app did not read is skipped if it is all here, but not
+        # one the client holds back until it gets 100 Continue.
+        if not (keep_alive and self.parser.next_request(skip_body=not request.expect_continue)):
             self._close_after_flush()
             return
-        self.parser.start_next_request()
         self._set_state(IDLE)
         if self._dispatching:
             return   # _serve_buffered's loop goes on with the next request
@@ -632,21 +631,6 @@ class Connection:
             # serve it from the loop.
             self.loop.call_soon(self._serve_buffered)
         self._update_interest()
-
-    def _discard_rest_of_body(self, request: Request) -> bool:
-        """Skip an unread body if it is all here; False if we must close."""
-        if request.expect_continue:
-            # The client may be waiting for 100 Continue and never send it.
-            return self.parser.message_complete
-        parser = self.parser
-        while not parser.message_complete:
-            try:
-                event = parser.next_event()
-            except HTTPError:
-                return False
-            if event is NEED_DATA:
-                return False
-        return True
 
     def close_after_flush(self) -> None:
         """Close once the write buffer is sent (bounded by the CLOSING deadline)."""

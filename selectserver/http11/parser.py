@@ -284,6 +284,32 @@ class RequestParser:
         self._state = _HEAD
         self._end_event = END_OF_MESSAGE
 
+    def next_request(self, skip_body: bool = True) -> bool:
+        """End the current message and let the parser read the next request.
+
+        The connection's way after a response: a body the application did
+        not read is skipped when all of it is buffered (``skip_body``).
+        Returns False, and changes nothing, when the message cannot be ended
+        here -- its body is not all here, is malformed, or may not be read
+        (``skip_body`` False: the client waits for 100 Continue before it
+        sends the body) -- and the connection must then close.
+        """
+        state = self._state
+        if state != _END and state != _PAUSED:
+            # Some body is left (the usual case, a request without one, is
+            # the test above: one call per request instead of five).
+            if not skip_body or state == _HEAD or state == _FAILED:
+                return False
+            try:
+                while self._state != _PAUSED:
+                    if self.next_event() is NEED_DATA:
+                        return False
+            except HTTPError:
+                return False
+        self._state = _HEAD
+        self._end_event = END_OF_MESSAGE
+        return True
+
     def take_unparsed(self) -> bytes:
         """Remove and return every byte not yet handed out as an event.
 

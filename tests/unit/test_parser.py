@@ -880,6 +880,56 @@ def test_start_next_request_out_of_order():
         parser.start_next_request()
 
 
+def test_next_request_after_a_bodyless_request_or_the_end_of_message():
+    parser = RequestParser()
+    parser.feed(GET + GET + GET)
+    assert isinstance(parser.next_event(), Request)
+    assert parser.next_request()                  # EndOfMessage not asked for
+    assert isinstance(parser.next_event(), Request)
+    assert parser.next_event() is END_OF_MESSAGE
+    assert parser.next_request(skip_body=False)   # nothing left to skip
+    assert isinstance(parser.next_event(), Request)
+
+
+def test_next_request_skips_a_buffered_body():
+    parser = RequestParser()
+    parser.feed(post_with(b"Content-Length: 5") + b"hello" + GET)
+    assert isinstance(parser.next_event(), Request)
+    assert parser.next_request()
+    request = parser.next_event()
+    assert isinstance(request, Request) and request.method == b"GET"
+
+
+def test_next_request_skips_a_buffered_chunked_body():
+    parser = RequestParser()
+    parser.feed(post_with(b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\n\r\n" + GET)
+    assert isinstance(parser.next_event(), Request)
+    assert parser.next_request()
+    assert parser.next_event().method == b"GET"
+
+
+@pytest.mark.parametrize("rest, skip_body", [
+    (b"hel", True),              # the body is not all here
+    (b"hello", False),           # all here, but the client may wait for 100 Continue
+])
+def test_next_request_refuses_a_body_it_cannot_skip(rest, skip_body):
+    parser = RequestParser()
+    parser.feed(post_with(b"Content-Length: 5") + rest)
+    assert isinstance(parser.next_event(), Request)
+    assert not parser.next_request(skip_body=skip_body)
+    assert parser.in_message
+
+
+def test_next_request_refuses_a_malformed_body_and_before_a_request():
+    parser = RequestParser()
+    assert not parser.next_request()              # no request yet
+    parser.feed(post_with(b"Transfer-Encoding: chunked") + b"zz\r\n")
+    assert isinstance(parser.next_event(), Request)
+    assert not parser.next_request()
+    with pytest.raises(errors.BadRequest):
+        parser.next_event()                       # the fault stays
+
+
 def test_error_is_raised_again_and_input_dropped():
     parser = RequestParser()
     parser.feed(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")

@@ -162,6 +162,16 @@ def test_unread_body_already_received_keeps_the_connection(serve):
     assert first == second == b"ignored"
 
 
+def test_unread_body_not_all_received_closes_the_connection(serve):
+    server = serve(asgi_apps.ignore_body)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcd")
+        status, _, body, rest = read_response(sock)
+        assert (status, body, rest) == (200, b"ignored", b"")
+        # Six body bytes are still owed: the server does not wait for them.
+        assert sock.recv(100) == b""
+
+
 def test_head_has_no_body_but_keeps_the_length(serve):
     server = serve(asgi_apps.hello)
     with socket.create_connection(server.address, timeout=5) as sock:

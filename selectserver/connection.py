@@ -277,7 +277,8 @@ class Connection:
     )
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
-                 client: Optional[Tuple[str, int]] = None) -> None:
+                 client: Optional[Tuple[str, int]] = None,
+                 local: Optional[Tuple[str, int]] = None) -> None:
         if server.ssl_context is not None:
             # No I/O here: the handshake happens in the loop (HANDSHAKE state).
             sock = server.ssl_context.wrap_socket(sock, server_side=True,
@@ -292,7 +293,8 @@ class Connection:
         self.state = state
         self.deadline = _monotonic() + server.timeouts_s[state]
         self.client = client
-        self.local = _sockname(sock)
+        # The listener may know it (one system call less per connection).
+        self.local = local if local is not None else _sockname(sock)
         self.request: Optional[Request] = None
         self.writer: Optional[ResponseWriter] = None
         self.cycle: Optional[Cycle] = None

@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from . import loop as loop_module
 from .asgi import asgi2_to_asgi3, make_handler as make_asgi_handler
@@ -249,7 +249,8 @@ class Worker:
 
     # -- accepting ----------------------------------------------------------------
 
-    def on_accept(self, sock: socket.socket, address: Any) -> None:
+    def on_accept(self, sock: socket.socket, address: Any,
+                  local: Optional[Tuple[str, int]] = None) -> None:
         state = self.state
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
@@ -258,7 +259,7 @@ class Worker:
             client = (address[0], address[1])
         else:
             client = None
-        Connection(self.loop, sock, state, client)
+        Connection(self.loop, sock, state, client, local)
 
     # -- the tick ------------------------------------------------------------------
 
@@ -299,11 +300,15 @@ class Worker:
 class Listener:
     """A listening socket on the loop: readable means connections to accept."""
 
-    __slots__ = ("worker", "sock", "_resume_handle")
+    __slots__ = ("worker", "sock", "local", "_resume_handle")
 
     def __init__(self, worker: Worker, sock: socket.socket) -> None:
         self.worker = worker
         self.sock = sock
+        # The local address of the connections it accepts, when it is known
+        # here: that of a listener bound to one address.  On a wildcard
+        # (0.0.0.0, ::) each connection asks the kernel (getsockname()).
+        self.local = _specific_address(sock)
         self._resume_handle: Optional[asyncio.TimerHandle] = None
 
     def resume(self) -> None:
@@ -319,6 +324,7 @@ class Listener:
     def on_readable(self) -> None:
         accept = self.sock.accept
         on_accept = self.worker.on_accept
+        local = self.local
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, address = accept()
@@ -333,13 +339,24 @@ class Listener:
                     return
                 # ECONNABORTED and friends: that client is gone, others wait.
                 continue
-            on_accept(sock, address)
+            on_accept(sock, address, local)
 
     def on_writable(self) -> None:
         pass
 
     def abort(self) -> None:
         self.pause()
+
+
+def _specific_address(sock: socket.socket) -> Optional[Tuple[str, int]]:
+    """``(host, port)`` of a TCP listener bound to one address, else None."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    name = sock.getsockname()
+    host = name[0]
+    if host in ("0.0.0.0", "::"):
+        return None
+    return (host, name[1])
 
 
 def date_server_block(config: Config) -> bytes:

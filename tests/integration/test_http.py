@@ -227,6 +227,18 @@ def test_scope(serve):
     assert scope["current_task"] is True
 
 
+def test_scope_server_on_a_wildcard_listener_is_the_address_connected_to(serve):
+    # Bound to one address, the listener tells each connection its local
+    # address; on 0.0.0.0 the connection must ask the kernel instead.
+    server = serve(asgi_apps.scope_json, host="0.0.0.0")
+    port = server.address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    scope = json.loads(conn.getresponse().read())
+    conn.close()
+    assert scope["server"] == ["127.0.0.1", port]
+
+
 def test_absolute_form_target(serve):
     server = serve(asgi_apps.scope_json)
     with socket.create_connection(server.address, timeout=5) as sock:

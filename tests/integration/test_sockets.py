@@ -181,3 +181,21 @@ def test_bind_failure_names_the_address():
         port = taken.getsockname()[1]
         with pytest.raises(BindError, match="127.0.0.1:%d" % port):
             bind_tcp("127.0.0.1", port)
+
+
+def test_a_listener_knows_the_local_address_only_when_bound_to_one(tmp_path):
+    from selectserver.worker import _specific_address
+
+    with socket.socket() as one, socket.socket() as every, socket.socket(socket.AF_UNIX) as unix:
+        one.bind(("127.0.0.1", 0))
+        every.bind(("0.0.0.0", 0))
+        unix.bind(str(tmp_path / "s.sock"))
+        assert _specific_address(one) == one.getsockname()
+        assert _specific_address(every) is None      # each connection asks the kernel
+        assert _specific_address(unix) is None
+    if _ipv6_loopback():
+        with socket.socket(socket.AF_INET6) as six, socket.socket(socket.AF_INET6) as any6:
+            six.bind(("::1", 0))
+            any6.bind(("::", 0))
+            assert _specific_address(six) == ("::1", six.getsockname()[1])
+            assert _specific_address(any6) is None

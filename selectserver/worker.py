@@ -253,7 +253,9 @@ class Worker:
                   local: Optional[Tuple[str, int]] = None) -> None:
         state = self.state
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
+        if type(address) is tuple:
+            # A TCP peer: (host, port), plus flow and scope with IPv6; that of
+            # a Unix socket is a path.  (Cheaper than sock.family, an enum.)
             # Responses are written whole; Nagle would only delay them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (address[0], address[1])

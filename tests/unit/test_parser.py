@@ -730,6 +730,28 @@ def test_keep_alive(version, fields, keep_alive):
     assert head(get_with(b"Host: a", *fields, version=version)).keep_alive is keep_alive
 
 
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+@pytest.mark.parametrize("connection", [b"close", b"Close", b"keep-alive", b"Keep-Alive",
+                                        b"CLOSE", b"upgrade", b"te"])
+@pytest.mark.parametrize("host_first", [True, False])
+def test_keep_alive_is_the_same_on_the_fast_path(version, connection, host_first):
+    # The first request with a Host value goes the general way (which
+    # remembers the value as valid); the second takes the two-field shortcut.
+    host = b"Host: fast-%s-%s-%d" % (version, connection, host_first)
+    fields = (host, b"Connection: " + connection)
+    data = get_with(*(fields if host_first else fields[::-1]), version=version)
+    first, second = head(data), head(data)
+    assert first.keep_alive is second.keep_alive
+    expected = connection.lower() == b"keep-alive" or (
+        version == b"1.1" and connection.lower() != b"close")
+    assert second.keep_alive is expected
+
+
+def test_the_fast_path_still_checks_the_host():
+    error = refused(get_with(b"Host: a b", b"Connection: close"))
+    assert isinstance(error, errors.BadRequest)
+
+
 @pytest.mark.parametrize("value", [b"100-continue", b"100-Continue", b"100-CONTINUE",
                                    b" 100-continue ", b"100-continue, 100-continue"])
 def test_expect_continue(value):

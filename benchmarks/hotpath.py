@@ -12,6 +12,7 @@ quote for a before/after of an optimisation.
     python3 benchmarks/hotpath.py --profile        # cProfile, top functions
     python3 benchmarks/hotpath.py --stub-http11    # our parts without the parser/writer
     python3 benchmarks/hotpath.py --pipeline 16    # scenario D: 16 requests per recv()
+    python3 benchmarks/hotpath.py --echo 4096      # scenario E: POST 4 KiB, echoed
 """
 
 from __future__ import annotations
@@ -33,6 +34,27 @@ REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
 DATE_SERVER = b"date: Sun, 22 Nov 2026 05:00:00 GMT\r\nserver: selectserver\r\n"
 
 
+def echo_request(size: int) -> bytes:
+    """Scenario E's request (benchmarks/wrk/post.lua) with a body of ``size`` bytes."""
+    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: %d\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" % size) + b"x" * size
+
+
+async def echo(scope, receive, send):
+    """Scenario E's app: the body, read whole, sent back."""
+    chunks = []
+    more_body = True
+    while more_body:
+        message = await receive()
+        chunks.append(message["body"])
+        more_body = message["more_body"]
+    body = b"".join(chunks)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def hello(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
@@ -42,9 +64,9 @@ async def hello(scope, receive, send):
 class FakeSocket:
     """Reads the same ``pipeline`` requests forever; accepts every write whole."""
 
-    def __init__(self, pipeline: int = 1) -> None:
+    def __init__(self, request: bytes, pipeline: int = 1) -> None:
         self._real, self._peer = socket.socketpair()   # a real fd for the selector
-        self._data = REQUEST * pipeline
+        self._data = request * pipeline
         self.sends = 0
 
     def recv(self, size: int) -> bytes:
@@ -120,7 +142,7 @@ def stub_http11() -> None:
     connection.ResponseWriter = CannedWriter
 
 
-def measure(requests: int, pipeline: int = 1) -> float:
+def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     from selectserver.asgi import make_handler
     from selectserver.config import Config
     from selectserver.connection import Connection, ServerState
@@ -131,9 +153,10 @@ def measure(requests: int, pipeline: int = 1) -> float:
     asyncio.set_event_loop(loop)
     config = Config(access_log=False, proxy_headers=os.environ.get("HOTPATH_PROXY", "1") == "1", ws=os.environ.get("HOTPATH_WS", "auto"))
     # The handler exactly as the worker builds it, websocket hook included.
-    state = ServerState(config, make_handler(hello, config, upgrade=websocket_upgrade(config)))
+    app = echo if echo_bytes else hello
+    state = ServerState(config, make_handler(app, config, upgrade=websocket_upgrade(config)))
     state.date_server = DATE_SERVER
-    sock = FakeSocket(pipeline)
+    sock = FakeSocket(echo_request(echo_bytes) if echo_bytes else REQUEST, pipeline)
     reads = requests // pipeline
     conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
     elapsed = []
@@ -155,7 +178,7 @@ def measure(requests: int, pipeline: int = 1) -> float:
     return elapsed[0] / (reads * pipeline) * 1e6
 
 
-def count_instructions(stub: bool, pipeline: int = 1) -> int:
+def count_instructions(stub: bool, pipeline: int = 1, echo_bytes: int = 0) -> int:
     """Instructions per request: the difference of two callgrind runs."""
     python = os.path.realpath(sys.executable)
     counts = []
@@ -163,7 +186,7 @@ def count_instructions(stub: bool, pipeline: int = 1) -> int:
     for requests in sizes:
         command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                    python, os.path.abspath(__file__), "--requests", str(requests),
-                   "--pipeline", str(pipeline)]
+                   "--pipeline", str(pipeline), "--echo", str(echo_bytes)]
         if stub:
             command.append("--stub-http11")
         # The environment (HOTPATH_PROXY, HOTPATH_WS) passes through.
@@ -180,11 +203,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--pipeline", type=int, default=1, metavar="N",
                         help="N requests in each recv() (scenario D: 16)")
+    parser.add_argument("--echo", type=int, default=0, metavar="BYTES",
+                        help="POST a body of BYTES to an echo app (scenario E: 4096)")
     args = parser.parse_args()
     if args.instructions:
         print("%s: %d instructions/request%s" % (
             sys.implementation.name + ".".join(map(str, sys.version_info[:2])),
-            count_instructions(args.stub_http11, args.pipeline),
+            count_instructions(args.stub_http11, args.pipeline, args.echo),
             " (parser and writer stubbed)" if args.stub_http11 else ""))
         return
     if args.stub_http11:
@@ -194,10 +219,10 @@ def main() -> None:
         import pstats
 
         profile = cProfile.Profile()
-        profile.runcall(measure, args.requests, args.pipeline)
+        profile.runcall(measure, args.requests, args.pipeline, args.echo)
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return
-    print("%.2f us/request" % measure(args.requests, args.pipeline))
+    print("%.2f us/request" % measure(args.requests, args.pipeline, args.echo))
 
 
 if __name__ == "__main__":

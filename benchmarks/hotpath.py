@@ -174,6 +174,7 @@ def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     loop.run_forever()
     assert sock.sends == reads, "the answers to one recv() must leave in one send()"
     loop.close()
+    asyncio.set_event_loop(None)
     sock.close()
     return elapsed[0] / (reads * pipeline) * 1e6
 

@@ -40,21 +40,6 @@ def echo_request(size: int) -> bytes:
             b"Content-Type: application/octet-stream\r\n\r\n" % size) + b"x" * size
 
 
-async def echo(scope, receive, send):
-    """Scenario E's app: the body, read whole, sent back."""
-    chunks = []
-    more_body = True
-    while more_body:
-        message = await receive()
-        chunks.append(message["body"])
-        more_body = message["more_body"]
-    body = b"".join(chunks)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream"),
-                            (b"content-length", b"%d" % len(body))]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def hello(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
@@ -153,7 +138,10 @@ def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     asyncio.set_event_loop(loop)
     config = Config(access_log=False, proxy_headers=os.environ.get("HOTPATH_PROXY", "1") == "1", ws=os.environ.get("HOTPATH_WS", "auto"))
     # The handler exactly as the worker builds it, websocket hook included.
-    app = echo if echo_bytes else hello
+    if echo_bytes:
+        from benchmarks.apps import asgi_echo as app   # scenario E's own app
+    else:
+        app = hello
     state = ServerState(config, make_handler(app, config, upgrade=websocket_upgrade(config)))
     state.date_server = DATE_SERVER
     sock = FakeSocket(echo_request(echo_bytes) if echo_bytes else REQUEST, pipeline)

@@ -156,8 +156,9 @@ class WSGIInput:
         if cond is None:
             return self._add(data)
         with cond:
+            paused = self._add(data)
             cond.notify()
-            return self._add(data)
+            return paused
 
     def _add(self, data: bytes) -> bool:
         self._chunks.append(data)

@@ -40,7 +40,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     uds: Optional[str] = None
-    uds_permissions: Optional[int] = None
+    # 0o666, whatever the umask: a proxy running as another user must be able
+    # to connect; --uds-permissions narrows it (660 with a shared group, say)
+    uds_permissions: Optional[int] = 0o666
     fd: Optional[int] = None
     binds: List[str] = field(default_factory=list)   # extra "host:port" / "unix:path" / "fd://n"
     backlog: int = 2048
@@ -55,6 +57,11 @@ class Config:
     max_requests: int = 0
     max_requests_jitter: int = 0
     pid_file: Optional[str] = None
+    preload: bool = False                 # import the app in the master, before forking
+    user: Optional[str] = None            # workers switch to this user after binding (name or uid)
+    group: Optional[str] = None           # ... and this group (name or gid)
+    chdir: Optional[str] = None           # change to this directory before loading the app
+    umask: Optional[int] = None           # the process umask (files the app creates)
 
     # the loop
     loop: str = "selectserver"
@@ -65,6 +72,7 @@ class Config:
     lifespan: str = "auto"
     server_header: bool = True
     date_header: bool = True
+    headers: List[str] = field(default_factory=list)   # "name: value", sent with every response
     limit_request_line_bytes: int = 8 * KIB
     limit_request_header_bytes: int = 64 * KIB
     limit_request_fields: int = 100
@@ -103,6 +111,8 @@ class Config:
     trace: bool = False                   # print selects and state transitions (trace.py)
     access_log: bool = True
     access_log_format: Optional[str] = None
+    access_logfile: Optional[str] = None  # a file, or "-" for stdout (the default)
+    error_logfile: Optional[str] = None   # a file, or "-" for stderr (the default)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,27 +126,32 @@ class Config:
         _one_of("ws", self.ws, WS_MODES)
         _one_of("log_level", self.log_level, LOG_LEVELS)
         if not 0 <= self.port <= 65535:
-            raise ConfigError("port must be 0..65535, not %r" % (self.port,))
+            raise ConfigError("%s must be 0..65535, not %r" % (flag("port"), self.port))
         for name in ("workers", "threads", "backlog", "limit_request_line_bytes",
                      "limit_request_header_bytes", "limit_request_fields",
                      "read_buffer_high_bytes", "write_buffer_high_bytes",
                      "ws_max_size_bytes"):
             if getattr(self, name) < 1:
-                raise ConfigError("%s must be at least 1, not %r" % (name, getattr(self, name)))
+                raise ConfigError("%s must be at least 1, not %r" % (flag(name), getattr(self, name)))
         for name in ("max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
-                raise ConfigError("%s must not be negative" % name)
+                raise ConfigError("%s must not be negative" % flag(name))
         for name in ("limit_request_body_bytes", "limit_concurrency"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError("%s must be at least 1 (or unset), not %r" % (name, value))
+                raise ConfigError("%s must be at least 1 (or unset), not %r" % (flag(name), value))
         for name in ("timeout_keep_alive_s", "timeout_request_head_s",
                      "timeout_graceful_shutdown_s", "timeout_worker_s"):
             if getattr(self, name) <= 0:
-                raise ConfigError("%s must be positive" % name)
-        if bool(self.ssl_certfile) != bool(self.ssl_keyfile) and not (
-                self.ssl_certfile and not self.ssl_keyfile):
-            raise ConfigError("ssl_keyfile needs ssl_certfile")
+                raise ConfigError("%s must be positive" % flag(name))
+        for name in ("uds_permissions", "umask"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 0o777:
+                raise ConfigError("%s must be an octal mode 0..777, not %o" % (flag(name), value))
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        for header in self.headers:
+            parse_header(header)
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with some options changed (validated again)."""
@@ -149,4 +164,42 @@ class Config:
 
 def _one_of(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError("%s must be one of %s, not %r" % (name, "|".join(allowed), value))
+        raise ConfigError("%s must be one of %s, not %r" % (flag(name), "|".join(allowed), value))
+
+
+# Fields whose command-line flag is not the field's name less its unit.
+_FLAG_NAMES = {"binds": "bind", "reload_dirs": "reload-dir", "pid_file": "pid",
+               "headers": "header", "limit_request_header_bytes": "limit-request-headers"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field ``name``: the name messages use."""
+    if name in _FLAG_NAMES:
+        return "--" + _FLAG_NAMES[name]
+    for unit in ("_bytes", "_s"):
+        if name.endswith(unit):
+            name = name[:-len(unit)]
+    return "--" + name.replace("_", "-")
+
+
+# RFC 9110 §5.6.2: tchar.
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def parse_header(text: str) -> "tuple[bytes, bytes]":
+    """``"name: value"`` (``--header``) -> ``(b"name", b"value")``; the name is lowercased.
+
+    Raises ``ConfigError`` when the name is not a token or the value holds a
+    control character (it would end the line and start a header of its own).
+    """
+    name, colon, value = text.partition(":")
+    try:
+        name_bytes = name.strip().encode("ascii")
+        value_bytes = value.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError("--header %r: only ASCII names and Latin-1 values can be sent" % text) from None
+    if not colon or not name_bytes or not set(name_bytes) <= _TOKEN:
+        raise ConfigError("--header must be NAME:VALUE with a token as NAME, not %r" % text)
+    if any(byte < 0x20 and byte != 0x09 or byte == 0x7f for byte in value_bytes):
+        raise ConfigError("--header %r: the value holds a control character" % text)
+    return name_bytes.lower(), value_bytes

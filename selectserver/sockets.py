@@ -151,19 +151,27 @@ def is_reuse_port(sock: socket.socket) -> bool:
 
 
 def bind_unix(path: str, backlog: int = 2048, permissions: Optional[int] = None) -> socket.socket:
-    """A listening Unix domain socket at ``path``, replacing a stale socket file there."""
+    """A listening Unix domain socket at ``path``, with mode ``permissions``.
+
+    A socket file left by an earlier run is replaced; one a live server
+    listens on (it accepts a connection) is not: ``BindError``, as for a
+    TCP port in use.
+    """
     if os.path.exists(path):
-        # A socket file left by an earlier run is in the way; anything else
-        # at that path is not ours to remove.
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-        else:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            # Anything else at that path is not ours to remove.
             raise BindError(errno.EEXIST, "cannot listen on unix:%s: a non-socket file exists there" % path)
+        if unix_socket_is_live(path):
+            raise BindError(errno.EADDRINUSE,
+                            "cannot listen on unix:%s: another server is listening there" % path)
+        os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
         if permissions is not None:
-            # Before listen(): nobody can connect while the mode is still the umask's.
+            # Before listen(): nobody can connect while the mode is still the
+            # umask's.  chmod, not the umask: the mode is the same whatever
+            # umask the server was started with.
             os.chmod(path, permissions)
         sock.listen(backlog)
     except OSError as exc:
@@ -171,6 +179,27 @@ def bind_unix(path: str, backlog: int = 2048, permissions: Optional[int] = None)
         raise BindError(exc.errno, "cannot listen on unix:%s: %s" % (path, exc.strerror)) from exc
     sock.setblocking(False)
     return sock
+
+
+def unix_socket_is_live(path: str) -> bool:
+    """Whether a server accepts connections on the socket file ``path``.
+
+    A stale file refuses at once (ECONNREFUSED); a live server's backlog
+    takes the connection even while it is busy.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        # EAGAIN (a full backlog), a timeout, EACCES: someone is there, or we
+        # cannot tell; never remove what may be another server's.
+        return True
+    finally:
+        probe.close()
+    return True
 
 
 def from_fd(fd: int) -> socket.socket:
@@ -224,28 +253,73 @@ def describe(sock: socket.socket, scheme: str = "http") -> str:
 def create_ssl_context(config: Any) -> ssl.SSLContext:
     """The server's TLS context from the ``ssl_*`` options.
 
-    Raises ``TLSConfigError`` naming the file that cannot be loaded.
+    Raises ``TLSConfigError`` naming the flag and the file that cannot be
+    used.  An encrypted key without ``--ssl-keyfile-password`` fails at
+    once: OpenSSL would otherwise ask for the password on the terminal.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    password = config.ssl_keyfile_password
     try:
         context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile,
-                                config.ssl_keyfile_password)
+                                _no_password if password is None else password)
+    except _PasswordNeeded:
+        raise TLSConfigError("--ssl-keyfile %s is encrypted: give its password with "
+                             "--ssl-keyfile-password" % (config.ssl_keyfile or config.ssl_certfile)
+                             ) from None
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError("cannot load the TLS certificate %s (key %s): %s" % (
-            config.ssl_certfile, config.ssl_keyfile or "in the same file", _reason(exc))) from exc
+        raise TLSConfigError(_explain_cert_chain_error(config, exc)) from None
     context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
     if config.ssl_ca_certs:
         try:
             context.load_verify_locations(config.ssl_ca_certs)
         except (OSError, ssl.SSLError) as exc:
-            raise TLSConfigError("cannot load the CA certificates %s: %s" % (
-                config.ssl_ca_certs, _reason(exc))) from exc
+            raise TLSConfigError("--ssl-ca-certs %s: %s" % (config.ssl_ca_certs, _reason(exc))) from None
     if config.ssl_ciphers:
         try:
             context.set_ciphers(config.ssl_ciphers)
         except ssl.SSLError as exc:
-            raise TLSConfigError("invalid --ssl-ciphers %r: %s" % (config.ssl_ciphers, _reason(exc))) from exc
+            raise TLSConfigError("invalid --ssl-ciphers %r: %s" % (config.ssl_ciphers, _reason(exc))) from None
     return context
+
+
+class _PasswordNeeded(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    # Called by OpenSSL for an encrypted key when no password was given;
+    # raising here stops it from prompting on the terminal.
+    raise _PasswordNeeded()
+
+
+def _explain_cert_chain_error(config: Any, exc: BaseException) -> str:
+    """Which of ``--ssl-certfile``/``--ssl-keyfile`` is at fault, and why.
+
+    OpenSSL says "PEM lib" for most faults; looking at the files says more.
+    """
+    certfile, keyfile = config.ssl_certfile, config.ssl_keyfile
+    key_flag = "--ssl-keyfile" if keyfile else "--ssl-certfile"
+    texts = {}
+    for name, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as file:
+                texts[name] = file.read()
+        except OSError as error:
+            return "%s %s: %s" % (name, path, error.strerror or error)
+    key_text = texts.get("--ssl-keyfile", texts["--ssl-certfile"])
+    key_path = keyfile or certfile
+    if b"-----BEGIN CERTIFICATE-----" not in texts["--ssl-certfile"]:
+        return "--ssl-certfile %s: no PEM certificate in it" % certfile
+    if b"PRIVATE KEY-----" not in key_text:
+        return "%s %s: no PEM private key in it" % (key_flag, key_path)
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        return "%s %s is not the key of --ssl-certfile %s" % (key_flag, key_path, certfile)
+    if b"ENCRYPTED" in key_text and config.ssl_keyfile_password is not None:
+        return "%s %s: cannot decrypt it with --ssl-keyfile-password (wrong password?)" % (
+            key_flag, key_path)
+    return "--ssl-certfile %s, %s %s: %s" % (certfile, key_flag, key_path, _reason(exc))
 
 
 def _reason(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from . import loop as loop_module
 from .asgi import asgi2_to_asgi3, make_handler as make_asgi_handler
-from .config import Config
+from .config import Config, parse_header
 from .connection import Connection, ServerState
 from .lifespan import Lifespan, LifespanFailure
 from .logs import AccessLog
@@ -362,12 +362,19 @@ def _specific_address(sock: socket.socket) -> Optional[Tuple[str, int]]:
 
 
 def date_server_block(config: Config) -> bytes:
-    """The ``date``/``server`` header lines sent with every response."""
+    """The header lines sent with every response: ``date``, ``server``, ``--header``.
+
+    Built once a second by the tick, so a response pays nothing for them
+    beyond copying the block.
+    """
     block = b""
     if config.date_header:
         block += b"date: " + email.utils.formatdate(usegmt=True).encode("ascii") + b"\r\n"
     if config.server_header:
         block += b"server: selectserver\r\n"
+    for header in config.headers:
+        name, value = parse_header(header)
+        block += name + b": " + value + b"\r\n"
     return block
 
 

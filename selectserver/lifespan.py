@@ -35,6 +35,7 @@ class Lifespan:
         self._answers: Optional[asyncio.Queue] = None
         self._task: Optional[asyncio.Task] = None
         self.supported = mode != "off"
+        self.found_unsupported = False   # mode auto, and the app raised instead of answering
 
     async def startup(self) -> None:
         """Send ``lifespan.startup`` and wait for the answer.
@@ -59,8 +60,9 @@ class Lifespan:
         error = answer.get("error")
         if self.mode == "on":
             raise LifespanFailure("lifespan startup raised %r" % (error,))
-        log.info("ASGI 'lifespan' protocol appears unsupported.")
+        # The worker says so, once per server (not once per worker).
         self.supported = False
+        self.found_unsupported = True
 
     async def shutdown(self) -> None:
         """Send ``lifespan.shutdown`` and wait (a failure is only logged)."""

@@ -21,6 +21,29 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import proxy
 
+# Messages the whole server logs once, not once per worker.  Each has a
+# pipe holding one byte, made when this module is imported (the master
+# imports it before it forks): whichever process reads the byte first logs
+# the message.  A read is atomic, so two workers booting at once cannot
+# both win.
+_ONCE_KEYS = ("lifespan-unsupported",)
+_once_pipes: Dict[str, int] = {}
+for _key in _ONCE_KEYS:
+    _read_end, _write_end = os.pipe()
+    os.write(_write_end, b"!")
+    os.close(_write_end)
+    os.set_blocking(_read_end, False)
+    _once_pipes[_key] = _read_end
+
+
+def first_in_server(key: str) -> bool:
+    """True the first time any process of this server asks for ``key``."""
+    try:
+        return os.read(_once_pipes[key], 1) == b"!"
+    except BlockingIOError:
+        return False
+
+
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 

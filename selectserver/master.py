@@ -36,12 +36,13 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional
 
+from . import __version__
 from .config import Config, ConfigError
 from .logs import AccessLog
 from .proxy import TrustedProxies
 from .sockets import (BindError, TLSConfigError, create_listeners, create_ssl_context,
                       describe, is_reuse_port, reuse_port_copy)
-from .worker import Worker
+from .worker import AppLoadError, Worker, load_app
 
 log = logging.getLogger("selectserver.error")
 
@@ -82,6 +83,15 @@ def run(config: Config) -> int:
     except (ConfigError, TLSConfigError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    log.info("selectserver %s, master process %d", __version__, os.getpid())
+    if config.preload:
+        try:
+            config = preload(config)
+        except AppLoadError as exc:
+            log.error("%s", exc)
+            if exc.details:
+                log.error("%s", exc.details)
+            return EXIT_APP_BOOT
     try:
         listeners = create_listeners(config)
     except BindError as exc:
@@ -94,14 +104,12 @@ def run(config: Config) -> int:
             except OSError as exc:
                 log.error("cannot write the pid file %s: %s", config.pid_file, exc.strerror or exc)
                 return EXIT_PID_FILE
-        # After the pid file: whoever waits for this line may read it.
-        announce(listeners, "https" if config.is_ssl else "http")
         try:
             if hasattr(os, "fork") and threading.current_thread() is threading.main_thread():
                 return Master(config, listeners).run()
             # No fork (or not the main thread, where signals cannot be had):
             # serve in this process, unsupervised.
-            return Worker(config, listeners).run(
+            return Worker(config, listeners, on_ready=lambda: announce(listeners, config)).run(
                 install_signals=threading.current_thread() is threading.main_thread())
         finally:
             if config.pid_file:
@@ -123,11 +131,35 @@ def check_options(config: Config) -> None:
     if config.is_ssl:
         create_ssl_context(config)
     if config.fd is not None and config.fd < 0:
-        raise ConfigError("fd must not be negative")
+        raise ConfigError("--fd must not be negative")
+    if not isinstance(config.app, str) and (config.reload or (config.workers > 1 and not can_fork())):
+        # A new process can only get new code (or, without fork, any code)
+        # by importing it.
+        raise ConfigError("%s needs the app as an import string (\"module:attribute\"), not an object"
+                          % ("reload=True" if config.reload else "workers=%d" % config.workers))
+    if config.preload and config.reload:
+        raise ConfigError("--reload cannot work with --preload: the master would keep the old code")
 
 
-def announce(listeners: List[socket.socket], scheme: str = "http") -> None:
-    """Say where we listen; tests and scripts wait for this line."""
+def can_fork() -> bool:
+    return hasattr(os, "fork") and threading.current_thread() is threading.main_thread()
+
+
+def preload(config: Config) -> Config:
+    """``--preload``: the app imported here, in the master, for every worker to inherit.
+
+    Raises ``AppLoadError``.
+    """
+    app = load_app(config)
+    log.info("Loaded the app in the master (--preload)")
+    return config.replace(app=app, factory=False)
+
+
+def announce(listeners: List[socket.socket], config: Config) -> None:
+    """Say where we listen, once the first worker has loaded the app and
+    serves: tests and scripts wait for this line, and a boot that fails
+    never prints it."""
+    scheme = "https" if config.is_ssl else "http"
     for sock in listeners:
         log.info("Listening on %s (press CTRL+C to quit)", describe(sock, scheme))
 
@@ -198,6 +230,7 @@ class Master:
         self.stopping = ""               # "", "graceful" or "immediate"
         self.exit_code = EXIT_OK
         self.ever_ready = False
+        self.announced = False
         self.backoff_s = 0.0
         self.spawn_not_before = 0.0
         self.roll_queue: Deque[int] = collections.deque()
@@ -439,6 +472,9 @@ class Master:
         self.ever_ready = True
         self.backoff_s = 0.0
         log.info("Worker %d serving", worker.pid)
+        if not self.announced:
+            self.announced = True
+            announce(self.listeners, self.config)
         old, worker.replaces = worker.replaces, None
         if old is not None and old.pid in self.workers and not old.retiring:
             self._retire(old, now)

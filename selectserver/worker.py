@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import loop as loop_module
+from . import logs, loop as loop_module
 from .asgi import asgi2_to_asgi3, make_handler as make_asgi_handler
 from .config import Config, parse_header
 from .connection import Connection, ServerState
@@ -54,11 +54,24 @@ TICK_S = 1.0
 
 
 class AppLoadError(Exception):
-    """The app could not be imported or is not an app; the message says why."""
+    """The app could not be imported or is not an app.
+
+    ``str()`` is one line: what was loaded and why it failed.  ``details``
+    is the traceback of the app's own frames (importlib's and ours left
+    out), or "" when the fault is not in the app's code.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def import_app(target: str, app_dir: str = ".") -> Any:
-    """``"package.module:attr.sub"`` -> the object."""
+    """``"package.module:attr.sub"`` -> the object.
+
+    Raises ``AppLoadError``; an exception raised by the app's module while
+    it is imported becomes one too, with the app's frames as ``details``.
+    """
     module_name, _, attrs = target.partition(":")
     if not module_name or not attrs:
         raise AppLoadError('app must be given as "module:attribute", not %r' % (target,))
@@ -70,26 +83,60 @@ def import_app(target: str, app_dir: str = ".") -> Any:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         if exc.name != module_name:
-            raise
-        raise AppLoadError("could not import module %r" % module_name) from None
+            raise _app_error("cannot import %r" % target, exc) from None
+        raise AppLoadError("cannot import %r: no module named %r" % (target, module_name)) from None
+    except Exception as exc:   # whatever the app's module raised while it ran
+        raise _app_error("cannot import %r" % target, exc) from None
     for attr in attrs.split("."):
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise AppLoadError("attribute %r not found in module %r" % (attrs, module_name)) from None
+            raise AppLoadError("cannot import %r: module %r has no attribute %r" % (
+                target, module_name, attrs)) from None
     return obj
 
 
+def _app_error(what: str, exc: BaseException) -> AppLoadError:
+    """``AppLoadError`` for an exception raised by the app's own code."""
+    import traceback
+
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not _is_machinery(frame.filename)]
+    lines = traceback.format_exception_only(type(exc), exc)
+    # The first line says it all for most errors; a SyntaxError's caret
+    # lines and the app's frames follow as details.
+    summary = lines[-1].strip()
+    if isinstance(exc, SyntaxError) and exc.filename:
+        summary += " (%s, line %s)" % (exc.filename, exc.lineno)
+    details = ""
+    if frames:
+        details = "Traceback (the app's frames):\n" + "".join(traceback.format_list(frames))
+    details = (details + "".join(lines[:-1])).rstrip("\n")
+    return AppLoadError("%s: %s" % (what, summary), details)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_machinery(filename: str) -> bool:
+    return (filename.startswith("<frozen importlib")
+            or os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+            or os.path.basename(os.path.dirname(filename)) == "importlib")
+
+
 def load_app(config: Config) -> Any:
-    """The app object the options name (calling the factory if asked)."""
+    """The app object the options name (calling the factory if asked).
+
+    Raises ``AppLoadError``.
+    """
     app = config.app
     if isinstance(app, str):
         app = import_app(app, config.app_dir)
     if config.factory:
         try:
             app = app()
-        except TypeError as exc:
-            raise AppLoadError("app factory failed: %s" % exc) from exc
+        except Exception as exc:   # the factory's own error
+            raise _app_error("the app factory %r failed" % (config.app,), exc) from None
     if not callable(app):
         raise AppLoadError("the app %r is not callable" % (app,))
     return app
@@ -139,6 +186,8 @@ class Worker:
         self.state: Optional[ServerState] = None
         self.interface = ""
         self.exit_code = 0
+        # Why the worker could not start (one line), when exit_code is 3.
+        self.boot_error = ""
         self._stopping: Optional[asyncio.Future] = None
         self._accepting: List["Listener"] = []
         self._tick_handle: Optional[asyncio.TimerHandle] = None
@@ -159,7 +208,13 @@ class Worker:
                 self._install_signal_handlers()
             loop.run_until_complete(self.serve())
         except (AppLoadError, LifespanFailure) as exc:
+            # One line first: whoever reads the log (or ServerThread, from
+            # boot_error) learns what failed without a traceback to scroll.
+            self.boot_error = str(exc)
             log.error("%s", exc)
+            details = getattr(exc, "details", "")
+            if details:
+                log.error("%s", details)
             self.exit_code = 3
         finally:
             try:
@@ -176,6 +231,8 @@ class Worker:
         app = self.app if self.app is not None else load_app(self.config)
         handler, lifespan = self._make_handler(app)
         await lifespan.startup()
+        if lifespan.found_unsupported and logs.first_in_server("lifespan-unsupported"):
+            log.info("ASGI 'lifespan' protocol appears unsupported.")
         if lifespan.supported:
             handler = make_asgi_handler(lifespan.app, self.config, lifespan.state,
                                         upgrade=websocket_upgrade(self.config))

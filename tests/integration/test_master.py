@@ -116,23 +116,26 @@ def test_orphaned_worker_stops(start):
 
 def test_import_error_exits_3(tmp_path):
     server = ServerProcess(["no_such_module:app", "--app-dir", str(tmp_path), "--port", "0",
-                            "--workers", "2"])
+                            "--workers", "2"], wait_listening=False)
     assert server.wait() == 3
-    assert "could not import module 'no_such_module'" in server.log()
+    wait_until(lambda: "failed to boot" in server.log(), message="the master's verdict")
+    assert "cannot import 'no_such_module:app': no module named 'no_such_module'" in server.log()
     assert "failed to boot" in server.log()
 
 
 def test_syntax_error_in_app_exits_3(tmp_path):
     (tmp_path / "broken.py").write_text("def app(:\n")
-    server = ServerProcess(["broken:app", "--app-dir", str(tmp_path), "--port", "0"])
+    server = ServerProcess(["broken:app", "--app-dir", str(tmp_path), "--port", "0"],
+                           wait_listening=False)
     assert server.wait() == 3
-    assert "SyntaxError" in server.log()
+    wait_until(lambda: "SyntaxError" in server.log(), message="the reason")
 
 
 def test_lifespan_startup_failure_exits_3(start):
-    server = start("--lifespan", "on", env={"FAIL_STARTUP": "1"})
+    server = start("--lifespan", "on", env={"FAIL_STARTUP": "1"}, wait_listening=False)
     assert server.wait() == 3
-    assert "no database" in server.log()
+    wait_until(lambda: "no database" in server.log(), message="the reason")
+    assert "Listening" not in server.log()
 
 
 def test_address_in_use_exits_4(app_dir):

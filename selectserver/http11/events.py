@@ -4,14 +4,13 @@ A request arrives as one ``Request`` (the head), zero or more ``Data``
 events (the body, already de-chunked) and one ``END_OF_MESSAGE``.  When
 the parser cannot say more without more bytes it returns ``NEED_DATA``;
 after ``END_OF_MESSAGE`` it returns ``PAUSED`` until the connection calls
-``start_next_request()``, so that pipelined requests are answered one at a
-time, in order.
+``next_request()``, so that pipelined requests are answered one at a time,
+in order.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
-from urllib.parse import urlsplit
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -23,8 +22,11 @@ class Request:
         "method",           # bytes, e.g. b"GET" (case-sensitive token)
         "target",           # bytes, the request-target as sent
         "http_version",     # str: "1.0" or "1.1" (a higher 1.x is served as 1.1)
-        "headers",          # list of (lowercased name, value) bytes pairs, in order
-        "keep_alive",       # bool: what the client asked for (RFC 9112 §9.3)
+        "headers",          # list of (lowercased name, value) bytes pairs, in order;
+                            # Host is an absolute-form target's authority, and an
+                            # accepted Content-Length is one field, a plain number
+        "keep_alive",       # bool: may another request follow on the connection, as
+                            # far as this one says (RFC 9112 §9.3; never after CONNECT)
         "expect_continue",  # bool: "Expect: 100-continue" was sent
         "content_length",   # int or None
         "chunked",          # bool
@@ -68,15 +70,25 @@ class Request:
 
 
 def split_target(target: bytes) -> Tuple[bytes, bytes]:
-    """``(raw_path, query_string)`` of a request-target in any form."""
+    """``(raw_path, query_string)`` of a request-target the parser accepted.
+
+    An absolute-form target gives the path and query after its authority
+    (whose Host field the parser set); the asterisk-form and CONNECT's
+    authority-form have no path and are given as they are.
+    """
     if target[:1] != b"/":
-        if target == b"*":
-            return b"*", b""
-        if b"://" in target[:10]:
-            # absolute-form (RFC 9112 §3.2.2): the path is what counts here.
-            parts = urlsplit(target)
-            return parts.path or b"/", parts.query
-        return target, b""   # authority-form (CONNECT)
+        scheme, separator, rest = target.partition(b"://")
+        if not separator:
+            return target, b""   # "*" or CONNECT's host:port
+        # RFC 3986 §3.2: the authority ends at the first "/" or "?".
+        slash, question = rest.find(b"/"), rest.find(b"?")
+        if question >= 0 and (slash < 0 or question < slash):
+            path, query = b"/", rest[question + 1:]
+        elif slash >= 0:
+            path, _, query = rest[slash:].partition(b"?")
+        else:
+            path, query = b"/", b""   # RFC 9112 §3.2.2 "http://a" means "/"
+        return path, query
     path, _, query = target.partition(b"?")
     return path, query
 

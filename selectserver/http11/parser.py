@@ -3,7 +3,7 @@
 The connection ``feed()``s whatever ``recv()`` returned and asks
 ``next_event()`` what it now knows: a ``Request`` head, body ``Data``, the
 ``EndOfMessage``, or ``NEED_DATA``.  One request is handed out at a time;
-after its end the parser says ``PAUSED`` until ``start_next_request()``, so
+after its end the parser says ``PAUSED`` until ``next_request()``, so
 pipelined requests wait in the buffer.
 
 The parser is strict wherever leniency lets two parties disagree about where
@@ -45,7 +45,6 @@ from .grammar import (
     FIELD_LINE_CONTROLS,
     FIELD_NAMES,
     OWS,
-    SCHEME_CHARS,
     TCHAR,
     is_hex,
     lower_field_name,
@@ -107,7 +106,7 @@ _CHUNK_DATA = 3     # inside a chunk, _remaining bytes to go
 _CHUNK_CRLF = 4     # waiting for the CRLF that ends a chunk's data
 _TRAILERS = 5       # after the last chunk, waiting for the trailer section
 _END = 6            # the body is complete; EndOfMessage not yet returned
-_PAUSED = 7         # EndOfMessage returned; waiting for start_next_request()
+_PAUSED = 7         # EndOfMessage returned; waiting for next_request()
 _FAILED = 8         # an HTTPError was raised; it is raised again
 
 _KNOWN_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
@@ -176,19 +175,6 @@ class RequestParser:
         return len(self._buffer) - self._offset
 
     @property
-    def head_started(self) -> bool:
-        """A request head is awaited and some of it has arrived.
-
-        This is the IDLE -> READING_HEAD signal (leading empty lines count).
-        """
-        return self._state == _HEAD and len(self._buffer) > self._offset
-
-    @property
-    def in_message(self) -> bool:
-        """A ``Request`` was returned and its ``EndOfMessage`` not yet."""
-        return _LENGTH_BODY <= self._state <= _END
-
-    @property
     def body_complete(self) -> bool:
         """Every byte of the current request's body has been received.
 
@@ -202,21 +188,6 @@ class RequestParser:
         if state == _LENGTH_BODY:
             return self.buffered_bytes >= self._remaining
         return state == _END or state == _PAUSED
-
-    @property
-    def body_bytes_buffered(self) -> int:
-        """Bytes of the current request's body buffered (chunk framing included)."""
-        state = self._state
-        if state == _LENGTH_BODY:
-            return min(self.buffered_bytes, self._remaining)
-        if _CHUNK_SIZE <= state <= _TRAILERS:
-            return self.buffered_bytes
-        return 0
-
-    @property
-    def message_complete(self) -> bool:
-        """``EndOfMessage`` was returned; ``next_event()`` says ``PAUSED``."""
-        return self._state == _PAUSED
 
     # -- feeding and stepping ----------------------------------------------
 
@@ -270,19 +241,6 @@ class RequestParser:
             self._buffer = b""
             self._offset = 0
             raise
-
-    def start_next_request(self) -> None:
-        """Let the parser read the next pipelined request.
-
-        Only valid after ``EndOfMessage`` (else ``RuntimeError``: a bug in
-        the caller, not the client).
-        """
-        if self._state != _PAUSED:
-            raise RuntimeError("start_next_request() before the end of the message")
-        # _searched and _line_searched are 0: the parts of the message that
-        # set them reset them when they end.
-        self._state = _HEAD
-        self._end_event = END_OF_MESSAGE
 
     def next_request(self, skip_body: bool = True) -> bool:
         """End the current message and let the parser read the next request.
@@ -367,14 +325,20 @@ class RequestParser:
         if method not in _COMMON_METHODS and (not method or method.translate(None, TCHAR)):
             raise BadRequest("the method is not a token")
         http_version = _KNOWN_VERSIONS.get(version) or _parse_version(version)
-        if target[:1] != b"/" or method == b"CONNECT":
-            _check_target_form(method, target)
+        if 35 in target:  # "#"
+            # RFC 9112 §3.2: no form of request-target has a fragment; a
+            # client strips it, and parts after "#" mean nothing to us.
+            raise BadRequest("fragment in the request target")
+        origin_form = target[:1] == b"/" and method != b"CONNECT"
+        authority = None if origin_form else _check_target_form(method, target)
         if len(lines) - 1 > limits.max_header_count:
             raise HeaderFieldsTooLarge("more than %d header fields" % limits.max_header_count)
 
         del lines[0]   # the field lines remain; cheaper than a copy without it
         headers, semantic = _parse_field_lines(lines)
-        if len(semantic) == 1:
+        if not origin_form:
+            pass   # _request() knows the rules of the other forms
+        elif len(semantic) == 1:
             name, value = semantic[0]
             if name == b"host" and value in _VALID_HOSTS:
                 # The usual request: a known Host, and no field that frames a
@@ -391,7 +355,7 @@ class RequestParser:
             if keep_alive is not None:
                 self._state = _END
                 return Request(method, target, http_version, headers, keep_alive)
-        request = self._request(method, target, http_version, headers, semantic)
+        request = self._request(method, target, http_version, headers, semantic, authority)
         if request.chunked:
             self._state = _CHUNK_SIZE
             self._body_received = 0
@@ -457,10 +421,18 @@ class RequestParser:
         raise HeaderFieldsTooLarge("head larger than %d bytes" % limits.max_header_bytes)
 
     def _request(self, method: bytes, target: bytes, http_version: str,
-                 headers: Headers, semantic: Headers) -> Request:
-        """Build the Request, applying the rules of the fields that frame it."""
+                 headers: Headers, semantic: Headers,
+                 authority: Optional[bytes] = None) -> Request:
+        """Build the Request, applying the rules of the fields that frame it.
+
+        ``authority`` is that of an absolute-form target: it becomes the
+        Host field the Request carries.
+        """
         host_seen = False
         content_length: Optional[int] = None
+        # A Content-Length sent more than once, as a list, or with leading
+        # zeros is handed on as one field with the plain number.
+        normalize_length = False
         # Repeated list fields are one list (RFC 9110 §5.3): join, read once.
         transfer_encoding: Optional[bytes] = None
         connection: Optional[bytes] = None
@@ -474,10 +446,17 @@ class RequestParser:
                 if value not in _VALID_HOSTS and not _remember_host(value):
                     raise BadRequest("invalid Host")  # RFC 9112 §3.2
             elif name == b"content-length":
-                length = _parse_content_length(value)
-                if content_length is not None and length != content_length:
-                    # RFC 9112 §6.3 (5): differing lengths are unrecoverable.
-                    raise BadRequest("conflicting Content-Length values")
+                if (value.isdigit() and len(value) <= _MAX_CONTENT_LENGTH_DIGITS
+                        and (value[0] != 48 or len(value) == 1)):  # 48: "0"
+                    length = int(value)   # the usual case, a plain number
+                else:
+                    length = _parse_content_length(value)
+                    normalize_length = True
+                if content_length is not None:
+                    if length != content_length:
+                        # RFC 9112 §6.3 (5): differing lengths are unrecoverable.
+                        raise BadRequest("conflicting Content-Length values")
+                    normalize_length = True
                 content_length = length
             elif name == b"connection":
                 connection = value if connection is None else connection + b"," + value
@@ -520,6 +499,19 @@ class RequestParser:
                 keep_alive = False
             elif not keep_alive:
                 keep_alive = b"keep-alive" in options
+        if method == b"CONNECT":
+            # RFC 9110 §9.3.6: a 2xx answer turns the connection into a
+            # tunnel, and the bytes after the request are the tunnel's, not
+            # requests.  We never tunnel, and do not read them as requests
+            # after another answer either: a client that sent them at once
+            # meant them for the tunnel.  The connection ends with the answer.
+            keep_alive = False
+        if normalize_length:
+            headers = _one_content_length(headers, content_length)  # type: ignore[arg-type]
+        if authority is not None:
+            # RFC 9112 §3.2.2: the authority of an absolute-form target
+            # replaces the Host field (the field was still checked above).
+            headers = _host_replaced(headers, authority)
         return Request(method, target, http_version, headers, keep_alive,
                        expect_continue, content_length, transfer_encoding is not None, upgrade)
 
@@ -747,41 +739,89 @@ def _parse_version(version: bytes) -> str:
     return "1.1"
 
 
-def _check_target_form(method: bytes, target: bytes) -> None:
-    """RFC 9112 §3.2: the request-target forms other than origin-form."""
+def _check_target_form(method: bytes, target: bytes) -> Optional[bytes]:
+    """RFC 9112 §3.2: the request-target forms other than origin-form.
+
+    Returns the authority of an absolute-form target, None for the others.
+    """
     if method == b"CONNECT":
         # §3.2.3: authority-form, and only for CONNECT.
         if target[:1] == b":" or not valid_host(target, port_required=True):
             raise BadRequest("CONNECT needs a host:port target")
-    elif target == b"*":
+        return None
+    if target == b"*":
         # §3.2.4: asterisk-form, only for a server-wide OPTIONS.
         if method != b"OPTIONS":
             raise BadRequest("only OPTIONS may target *")
-    else:
-        # §3.2.2: absolute-form, scheme ":" hier-part (RFC 3986 §4.3).
-        scheme, colon, _ = target.partition(b":")
-        if not (colon and scheme[:1].isalpha() and not scheme.translate(None, SCHEME_CHARS)):
-            raise BadRequest("invalid request target")
+        return None
+    # §3.2.2: absolute-form.  We are an origin server for http and https
+    # only (RFC 9110 §4.2), whose URIs are scheme "://" authority
+    # path-abempty [ "?" query ]; any other target (an authority-form
+    # outside CONNECT, "example.com:443", included) is not one of ours.
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in _SCHEMES:
+        raise BadRequest("invalid request target")
+    authority = rest
+    for delimiter in (b"/", b"?"):
+        authority = authority.partition(delimiter)[0]
+    # RFC 9110 §4.2.1: an http URI with an empty host MUST be rejected;
+    # §4.2.4: userinfo ("user@") is an error (valid_host refuses "@").
+    if not authority or authority[:1] == b":" or not valid_host(authority):
+        raise BadRequest("invalid authority in the request target")
+    return authority
+
+
+_SCHEMES = frozenset((b"http", b"https"))
+
+
+def _host_replaced(headers: Headers, authority: bytes) -> Headers:
+    """``headers`` with ``authority`` as the value of their Host field, which
+    is added at the end if there was none (HTTP/1.0 may leave it out)."""
+    replaced: Headers = []
+    found = False
+    for name, value in headers:
+        if name == b"host":
+            value = authority
+            found = True
+        replaced.append((name, value))
+    if not found:
+        replaced.append((b"host", authority))
+    return replaced
+
+
+def _one_content_length(headers: Headers, length: int) -> Headers:
+    """``headers`` with their Content-Length fields as one, the plain number,
+    where the first was (WSGI's CONTENT_LENGTH is that number too)."""
+    normalized: Headers = []
+    seen = False
+    for name, value in headers:
+        if name == b"content-length":
+            if seen:
+                continue
+            seen = True
+            value = b"%d" % length
+        normalized.append((name, value))
+    return normalized
 
 
 def _parse_content_length(value: bytes) -> int:
     """RFC 9110 §8.6: Content-Length = 1*DIGIT; no sign, space or hex.
 
     A list of identical values (from a proxy that merged two fields) is
-    accepted, as RFC 9110 §8.6 allows.  Over 18 digits is a 413: no body that
-    long can be sent, and int() never sees an attacker-sized string.
+    accepted, as RFC 9110 §8.6 allows, and so are leading zeros (1*DIGIT).
+    A value of more than 18 significant digits is a 413: no body that long
+    can be sent, and int() never sees an attacker-sized string.
     """
-    if value.isdigit() and len(value) <= _MAX_CONTENT_LENGTH_DIGITS:
-        return int(value)
     lengths = set()
     for element in value.split(b","):
         element = element.strip(OWS)
-        if not element.isdigit():
+        if not element.isdigit():   # bytes: ASCII digits only
             raise BadRequest("invalid Content-Length")
-        if len(element) > _MAX_CONTENT_LENGTH_DIGITS:
+        significant = element.lstrip(b"0")
+        if len(significant) > _MAX_CONTENT_LENGTH_DIGITS:
             raise ContentTooLarge("Content-Length has more than %d digits"
                                   % _MAX_CONTENT_LENGTH_DIGITS)
-        lengths.add(int(element))
+        lengths.add(int(significant) if significant else 0)
     if len(lengths) > 1:
         raise BadRequest("conflicting Content-Length values")
     return lengths.pop()

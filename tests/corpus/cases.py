@@ -107,13 +107,17 @@ def merge_data(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def drain(parser: RequestParser, events: List[Dict[str, Any]]) -> None:
-    """Take every event the parser has, moving on to pipelined requests."""
+    """Take every event the parser has, moving on to pipelined requests as
+    the connection does: only after a request that keeps the connection."""
     while True:
         event = parser.next_event()
         if event is NEED_DATA:
             return
         if event is PAUSED:
-            parser.start_next_request()
+            last_request = [e for e in events if e["type"] == "request"][-1]
+            if not last_request["keep_alive"]:
+                return   # the connection closes: what follows is never parsed
+            assert parser.next_request()
             continue
         events.append(event_json(event))
 

@@ -11,6 +11,12 @@ the differences we chose on purpose:
   Those two fields are compared through the body they frame instead.
 - h11 closes after a request that does not keep the connection alive, and
   never keeps an HTTP/1.0 connection alive; events after that are ours only.
+- We never read a request after CONNECT (RFC 9110 §9.3.6: what follows is
+  the tunnel's); h11 reads on after a refused CONNECT.  h11's events stop
+  at the end of a CONNECT here too.
+- For an absolute-form target we give the target's authority as the Host
+  field, added if the request had none (RFC 9112 §3.2.2); h11 hands Host
+  over as sent.  h11's events get the same change before comparing.
 
 Where only we accept, the input must show one of the things RFC 9112 allows
 and h11 refuses (see ``WE_ACCEPT_H11_REFUSES``).  Where only h11 accepts, we
@@ -46,7 +52,19 @@ WE_ACCEPT_H11_REFUSES = {
     # RFC 9110 §5.6.1: empty list elements are ignored (", chunked").
     "empty_transfer_coding_element": lambda raw: bool(
         re.search(rb"(?i)transfer-encoding:[ \t]*,", raw)),
+    # RFC 9110 §8.6: Content-Length values are numbers; "5" and "05" agree
+    # (h11 compares them as strings).
+    "content_length_equal_numbers_spelled_differently": lambda raw: (
+        _equal_numbers_spelled_differently(raw)),
 }
+
+
+def _equal_numbers_spelled_differently(raw: bytes) -> bool:
+    head = raw.partition(b"\r\n\r\n")[0]
+    values = [element.strip(b" \t")
+              for value in re.findall(rb"(?i)\ncontent-length:[ \t]*([0-9, \t]*[0-9])", head)
+              for element in value.split(b",")]
+    return len(set(values)) > 1 and len({int(v) for v in values}) == 1
 
 _FRAMING_FIELDS = ("content-length", "transfer-encoding")
 
@@ -68,18 +86,34 @@ def h11_parse(chunks: List[bytes]) -> List[Dict[str, Any]]:
                     "method": cases.text(event.method),
                     "target": cases.text(event.target),
                     "http_version": event.http_version.decode(),
-                    "headers": cases.headers_json(event.headers),
+                    "headers": host_from_target(event.target,
+                                                cases.headers_json(event.headers)),
                 })
             elif isinstance(event, h11.Data):
                 events.append({"type": "data", "data": cases.text(event.data)})
             elif isinstance(event, h11.EndOfMessage):
                 events.append({"type": "end", "trailers": cases.headers_json(event.headers)})
+                requests = [e for e in events if e["type"] == "request"]
+                if requests[-1]["method"] == "CONNECT":
+                    return cases.merge_data(events)
                 connection.send(h11.Response(status_code=404, headers=[("content-length", "0")]))
                 connection.send(h11.EndOfMessage())
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     return cases.merge_data(events)
                 connection.start_next_cycle()
     return cases.merge_data(events)
+
+
+def host_from_target(target: bytes, headers: List[List[str]]) -> List[List[str]]:
+    """RFC 9112 §3.2.2 done to h11's headers: an http(s) absolute-form
+    target's authority is the Host."""
+    match = re.match(rb"(?i)https?://([^/?]*)", target)
+    if not match:
+        return headers
+    authority = cases.text(match.group(1))
+    if not any(name == "host" for name, _ in headers):
+        return headers + [["host", authority]]
+    return [[name, authority if name == "host" else value] for name, value in headers]
 
 
 def normalize(events: List[Dict[str, Any]], ours: bool) -> List[Dict[str, Any]]:

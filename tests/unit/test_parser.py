@@ -165,7 +165,8 @@ def test_malformed_versions_are_400(version):
 
 @pytest.mark.parametrize("target", [
     b"/", b"/a/b?c=d&e", b"/%20%2F", b"/a|b{c}[d]^e`f\"g", b"//double", b"/?",
-    b"http://a/", b"https://a:8443/x?y", b"HTTP://A/", b"h2c+x.y-z://q", b"urn:isbn:123",
+    b"http://a/", b"https://a:8443/x?y", b"HTTP://A/", b"http://a", b"http://a?x",
+    b"https://[::1]:8443/", b"http://a:/",
 ])
 def test_origin_and_absolute_forms(target):
     assert head(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n").target == target
@@ -174,9 +175,43 @@ def test_origin_and_absolute_forms(target):
 @pytest.mark.parametrize("target", [
     b"a", b"index.html", b"?q", b"#frag", b"*/", b"1http://a/", b"://a", b"ht tp://a",
     b"-x:y", b":",
+    # RFC 9112 §3.2.2: absolute-form of the http and https schemes only
+    b"h2c+x.y-z://q", b"urn:isbn:123", b"ftp://a/", b"http:a", b"http:/a", b"mailto:a@b",
+    # RFC 9110 §4.2.1 and §4.2.4: a host, and no userinfo
+    b"http:///x", b"http://", b"http://:80/", b"http://u@a/", b"http://u:p@a/", b"http://a b/",
+    # RFC 9112 §3.2: no form has a fragment
+    b"/a#b", b"/#", b"http://a/#x", b"http://a#x",
 ])
 def test_other_targets_are_refused(target):
     assert refused(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n").status == 400
+
+
+@pytest.mark.parametrize("target, host", [
+    (b"http://evil.example/admin", b"evil.example"),
+    (b"http://evil.example:8080?x", b"evil.example:8080"),
+    (b"HTTPS://[::1]:8443/a", b"[::1]:8443"),
+])
+def test_absolute_form_authority_replaces_host(target, host):
+    # RFC 9112 §3.2.2: the recipient MUST ignore Host and use the target's
+    # authority; the Host field is still checked and keeps its place.
+    request = head(b"GET " + target + b" HTTP/1.1\r\nX: 1\r\nHost: good.example\r\n"
+                   b"Y: 2\r\n\r\n")
+    assert request.target == target
+    assert request.headers == [(b"x", b"1"), (b"host", host), (b"y", b"2")]
+    assert refused(b"GET " + target + b" HTTP/1.1\r\nHost: bad host\r\n\r\n").status == 400
+    assert refused(b"GET " + target + b" HTTP/1.1\r\n\r\n").status == 400
+
+
+def test_absolute_form_gives_http_1_0_a_host():
+    request = head(b"GET http://a.example/x HTTP/1.0\r\nAccept: */*\r\n\r\n")
+    assert request.headers == [(b"accept", b"*/*"), (b"host", b"a.example")]
+
+
+def test_absolute_form_with_a_known_host_takes_the_long_way():
+    # The fast path for a known Host must not skip the replacement.
+    head(GET)
+    request = head(b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert request.headers == [(b"host", b"b")]
 
 
 @pytest.mark.parametrize("target", [b"/a\x00", b"/\x7f", b"/caf\xc3\xa9", b"/\x80", b"/a\tb",
@@ -203,10 +238,24 @@ def test_connect_needs_authority_form(target):
     assert refused(b"CONNECT " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n").status == 400
 
 
-def test_authority_form_only_for_connect():
-    # "example.com:443" also reads as absolute-form with scheme "example.com":
-    # RFC 3986 allows it, so GET accepts it as a URI; only CONNECT demands a port.
-    assert head(b"GET example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n").target == b"example.com:443"
+@pytest.mark.parametrize("method", [b"GET", b"POST", b"OPTIONS", b"HEAD"])
+def test_authority_form_only_for_connect(method):
+    # RFC 9112 §3.2.3.  ("example.com:443" is also a URI of scheme
+    # "example.com"; we serve http and https URIs only.)
+    error = refused(method + b" example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert error.status == 400
+
+
+@pytest.mark.parametrize("headers", [b"", b"Connection: keep-alive\r\n"])
+def test_connect_never_keeps_the_connection(headers):
+    # RFC 9110 §9.3.6: what follows a CONNECT is the tunnel's, never a request.
+    parser = RequestParser()
+    parser.feed(b"CONNECT b.example:443 HTTP/1.1\r\nHost: b.example:443\r\n" + headers +
+                b"\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    request = parser.next_event()
+    assert request.method == b"CONNECT" and request.keep_alive is False
+    assert parser.next_event() is END_OF_MESSAGE
+    assert parser.next_event() is PAUSED
 
 
 def test_leading_empty_lines_are_ignored():
@@ -445,6 +494,31 @@ def test_content_length_values(value, length):
 def test_content_length_repeated_identical():
     request = head(post_with(b"Content-Length: 3", b"Content-Length: 003"))
     assert request.content_length == 3
+
+
+@pytest.mark.parametrize("fields", [
+    (b"Content-Length: 3", b"Content-Length: 3"),
+    (b"Content-Length: 3, 3",),
+    (b"Content-Length: 003",),
+    (b"Content-Length: 3", b"X: y", b"Content-Length: 03, 3"),
+])
+def test_content_length_accepted_is_one_plain_field(fields):
+    # What the app sees agrees with the framing: one field, the number.
+    request = head(post_with(*fields))
+    assert [h for h in request.headers if h[0] == b"content-length"] == [
+        (b"content-length", b"3")]
+    assert request.headers[1] == (b"content-length", b"3")
+
+
+def test_content_length_leading_zeros_are_not_digits_that_count():
+    # RFC 9110 §8.6: 1*DIGIT; the bound is on the value, not the padding.
+    request = head(post_with(b"Content-Length: 00000000000000000005"))
+    assert request.content_length == 5
+    request = head(post_with(b"Content-Length: " + b"0" * 5000 + b"7"))
+    assert request.content_length == 7
+    assert head(post_with(b"Content-Length: 0000")).content_length == 0
+    error = refused(post_with(b"Content-Length: 0" + b"9" * 19))
+    assert type(error) is errors.ContentTooLarge
 
 
 @pytest.mark.parametrize("value", [
@@ -880,7 +954,7 @@ def test_bytewise_head_is_linear_time():
 # -- the parser's states ----------------------------------------------------------------
 
 
-def test_paused_until_start_next_request():
+def test_paused_until_next_request():
     parser = RequestParser()
     parser.feed(GET + GET)
     assert isinstance(parser.next_event(), Request)
@@ -888,18 +962,8 @@ def test_paused_until_start_next_request():
     assert parser.next_event() is PAUSED
     assert parser.next_event() is PAUSED
     assert parser.buffered_bytes == len(GET)
-    parser.start_next_request()
+    assert parser.next_request()
     assert isinstance(parser.next_event(), Request)
-
-
-def test_start_next_request_out_of_order():
-    parser = RequestParser()
-    with pytest.raises(RuntimeError):
-        parser.start_next_request()
-    parser.feed(post_with(b"Content-Length: 2"))
-    parser.next_event()
-    with pytest.raises(RuntimeError):
-        parser.start_next_request()
 
 
 def test_next_request_after_a_bodyless_request_or_the_end_of_message():
@@ -939,7 +1003,6 @@ def test_next_request_refuses_a_body_it_cannot_skip(rest, skip_body):
     parser.feed(post_with(b"Content-Length: 5") + rest)
     assert isinstance(parser.next_event(), Request)
     assert not parser.next_request(skip_body=skip_body)
-    assert parser.in_message
 
 
 def test_next_request_refuses_a_malformed_body_and_before_a_request():
@@ -979,29 +1042,21 @@ def test_feed_empty_is_a_no_op():
     assert parser.buffered_bytes == 0 and parser.next_event() is NEED_DATA
 
 
-def test_properties_through_a_request():
+def test_buffered_bytes_and_body_complete_through_a_request():
     parser = RequestParser()
-    assert (parser.head_started, parser.in_message, parser.message_complete) == (False,) * 3
     parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\n")
-    assert parser.head_started and not parser.in_message
     assert parser.buffered_bytes == 26
     assert parser.next_event() is NEED_DATA
     parser.feed(b"Content-Length: 5\r\n\r\nab")
     assert isinstance(parser.next_event(), Request)
-    assert parser.in_message and not parser.head_started
     assert not parser.body_complete
-    assert parser.body_bytes_buffered == 2
     parser.feed(b"cdeGET")
-    assert parser.body_complete
-    assert parser.body_bytes_buffered == 5 and parser.buffered_bytes == 8
+    assert parser.body_complete and parser.buffered_bytes == 8
     assert parser.next_event() == Data(b"abcde")
-    assert parser.body_complete and parser.in_message
-    assert parser.body_bytes_buffered == 0
+    assert parser.body_complete
     assert parser.next_event() is END_OF_MESSAGE
-    assert parser.message_complete and not parser.in_message and parser.body_complete
-    assert not parser.head_started          # paused: the next head is not read yet
-    parser.start_next_request()
-    assert parser.head_started and not parser.message_complete
+    assert parser.body_complete
+    assert parser.next_request()
     assert not parser.body_complete
 
 
@@ -1009,7 +1064,7 @@ def test_body_complete_without_body():
     parser = RequestParser()
     parser.feed(GET)
     parser.next_event()
-    assert parser.in_message and parser.body_complete and parser.body_bytes_buffered == 0
+    assert parser.body_complete
 
 
 def test_body_complete_for_chunked_follows_parsing():
@@ -1017,16 +1072,9 @@ def test_body_complete_for_chunked_follows_parsing():
     parser.feed(CHUNKED + b"3\r\nabc\r\n0\r\n\r\n")
     parser.next_event()
     assert not parser.body_complete
-    assert parser.body_bytes_buffered == 13
     assert parser.next_event() == Data(b"abc")
     assert parser.body_complete
     assert parser.next_event() is END_OF_MESSAGE
-
-
-def test_head_started_counts_leading_empty_lines():
-    parser = RequestParser()
-    parser.feed(b"\r\n")
-    assert parser.head_started
 
 
 def test_take_unparsed_after_upgrade_head():
@@ -1056,7 +1104,7 @@ def test_pipelined_requests_one_at_a_time():
     while True:
         event = parser.next_event()
         if event is PAUSED:
-            parser.start_next_request()
+            assert parser.next_request()
         elif event is NEED_DATA:
             break
         elif isinstance(event, Request):

@@ -242,6 +242,33 @@ def test_101_switching_protocols():
 # -- Content-Length from the app ---------------------------------------------------------
 
 
+# RFC 9110 §9.3.6: a 2xx answer to CONNECT starts a tunnel.  The parser gives
+# every CONNECT keep_alive False: we never tunnel, and never read what follows.
+
+
+@pytest.mark.parametrize("status", [200, 204, 299])
+@pytest.mark.parametrize("framing", [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")])
+def test_2xx_to_connect_has_no_framing_and_no_body(status, framing):
+    w = writer(method=b"CONNECT", keep_alive=False)
+    data = w.respond(status, [framing, (b"x", b"y")], DS, b"hello", True)
+    assert data.partition(b"\r\n")[2] == DS + b"x: y\r\nconnection: close\r\n\r\n"
+    assert (w.keep_alive, w.bytes_sent, w.finished) == (False, 0, True)
+
+
+def test_2xx_to_connect_without_a_length_is_not_chunked():
+    w = writer(method=b"CONNECT", keep_alive=False)
+    assert w.respond(200, [], DS, b"", True) == (
+        b"HTTP/1.1 200 OK\r\n" + DS + b"connection: close\r\n\r\n")
+
+
+def test_other_answers_to_connect_are_framed_and_close():
+    w = writer(method=b"CONNECT", keep_alive=False)
+    data = w.respond(403, [(b"content-length", b"2")], DS, b"no", True)
+    assert data == (b"HTTP/1.1 403 Forbidden\r\n" + DS + b"content-length: 2\r\n"
+                    b"connection: close\r\n\r\nno")
+    assert w.keep_alive is False
+
+
 def test_body_beyond_content_length_is_dropped():
     w, _ = head(200, [(b"content-length", b"5")])
     assert w.body(b"hel") == b"hel"

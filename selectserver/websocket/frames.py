@@ -15,14 +15,15 @@ again on every call and reads nothing more.
 Invariants: the work is linear in the bytes received however they are
 split; a data frame's payload is consumed as it arrives (a message never
 sits in the buffer twice); and a message, compressed or not, never grows
-past ``max_message_bytes`` in memory.
+past ``max_message_bytes`` in memory: a compressed one is held as it came
+until its last frame, then inflated in bounded steps that stop at the limit.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from ..http11.events import NEED_DATA
 
@@ -169,6 +170,12 @@ class PerMessageDeflate:
     # connection) and still compressing text well: ~20 KiB a connection.
     MEM_LEVEL = 5
 
+    # The most output one zlib call may make.  64 KiB of compressed zeros
+    # stand for 64 MiB: in one call bounded only by the message limit, zlib
+    # would build up to the limit in blocks and copy it once more before
+    # the limit could be checked (twice the limit at its peak, measured).
+    INFLATE_STEP_BYTES = 64 * 1024
+
     def __init__(self, server_no_context_takeover: bool = False,
                  client_no_context_takeover: bool = False,
                  server_max_window_bits: int = 15, client_max_window_bits: int = 15) -> None:
@@ -194,30 +201,58 @@ class PerMessageDeflate:
             payload = payload[:-4]
         return payload
 
-    def decompress(self, data: bytes, max_bytes: int, end: bool) -> bytes:
-        """Inflate one more piece of a message; ``end`` at its last piece.
+    def decompress(self, data: bytes, max_bytes: int, end: bool, pieces: List[bytes]) -> int:
+        """Inflate one more piece of a message into ``pieces``; ``end`` at
+        its last piece.  Returns the number of bytes added.
 
-        Raises ``ProtocolError`` 1009 as soon as the output would pass
-        ``max_bytes`` (a compression bomb stops after ``max_bytes + 1``
-        bytes of output), 1007 when the data is not valid deflate.
+        The output comes in steps of at most ``INFLATE_STEP_BYTES``, each
+        checked against ``max_bytes`` before the next is made: a compression
+        bomb costs at most ``max_bytes`` plus one step, and nothing is added
+        to ``pieces`` when it raises ``ProtocolError`` 1009.  Raises 1007
+        when the data is not valid deflate.  After either, the zlib state is
+        gone: the connection is failing.
         """
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-self.client_max_window_bits)
+        step = self.INFLATE_STEP_BYTES
+        # The input goes in in steps too: zlib copies what a call leaves
+        # unconsumed, and a step of output may consume little of it.
+        view = memoryview(data)
+        inputs: List[Union[bytes, memoryview]] = [
+            view[offset:offset + step] for offset in range(0, len(data), step)]
         if end:
-            data += _DEFLATE_TAIL
+            inputs.append(_DEFLATE_TAIL)
+        output_bytes = 0
+        start = len(pieces)
         try:
-            # zlib's max_length 0 means "no limit": ask for at least one byte.
-            output = decompressor.decompress(data, max_bytes + 1)
-        except zlib.error:
+            for piece in inputs:
+                while True:
+                    # One byte over what is allowed is enough to know it is
+                    # too much.  (zlib's max_length 0 would mean "no limit".)
+                    size = min(step, max_bytes - output_bytes + 1)
+                    output = decompressor.decompress(piece, size)
+                    output_bytes += len(output)
+                    if output_bytes > max_bytes:
+                        raise ProtocolError(1009, "message too big")
+                    if output:
+                        pieces.append(output)
+                    piece = decompressor.unconsumed_tail
+                    # A full step may leave output inside zlib with no input left.
+                    if not piece and len(output) < size:
+                        break
+        except (ProtocolError, zlib.error) as exc:
+            del pieces[start:]
+            # It holds the input it did not consume; nothing will read it.
+            self._decompressor = None
+            if isinstance(exc, ProtocolError):
+                raise
             raise ProtocolError(1007, "invalid compressed data") from None
-        if len(output) > max_bytes or decompressor.unconsumed_tail:
-            raise ProtocolError(1009, "message too big")
         if end and (self.client_no_context_takeover or decompressor.eof):
             # The next message starts a fresh stream (after a final block,
             # zlib would read it as trailing garbage).
             self._decompressor = None
-        return output
+        return output_bytes
 
     def reset(self) -> None:
         """Drop the zlib state (the memory goes with it)."""
@@ -253,7 +288,10 @@ class FrameParser:
         self._buffer: Union[bytes, bytearray] = b""
         self._offset = 0
         self._state = _HEAD
-        self._error: Optional[ProtocolError] = None
+        # (code, reason), not the exception: its traceback would keep the
+        # frames it came through alive, and the received bytes with them
+        # (64 KiB a connection, measured with 20 bombs at once).
+        self._error: Optional[Tuple[int, str]] = None
         self._opcode = 0
         self._fin = False
         self._mask = b""
@@ -261,7 +299,7 @@ class FrameParser:
         self._message_opcode = 0           # 0: no message in progress
         self._compressed = False
         self._fragments: List[bytes] = []
-        self._message_bytes = 0            # delivered: inflated if compressed
+        self._message_bytes = 0            # received; once inflated, inflated
         self._wire_bytes = 0               # as sent: the frames' payload lengths
 
     @property
@@ -309,14 +347,14 @@ class FrameParser:
                 elif state == _CLOSED:
                     return NEED_DATA
                 else:
-                    raise self._error  # type: ignore[misc]
+                    raise ProtocolError(*self._error)  # type: ignore[misc]
         except ProtocolError as exc:
             self._fail(exc)
             raise
 
     def _fail(self, exc: ProtocolError) -> None:
         self._state = _FAILED
-        self._error = exc
+        self._error = (exc.code, exc.reason)
         self._buffer = b""
         self._offset = 0
         self._fragments = []
@@ -390,7 +428,8 @@ class FrameParser:
         # Refuse an oversized message before a byte of its payload is read.
         # A compressed one is also checked as it inflates; its wire size
         # only gets the margin deflate can add (5 bytes per 64 KiB stored
-        # block), so an endless stream of empty blocks is refused too.
+        # block), so an endless stream of empty blocks is refused too, and
+        # what it holds until it is inflated stays near the limit.
         wire_bytes = self._wire_bytes + length
         limit = self.max_message_bytes
         if self._compressed:
@@ -429,18 +468,37 @@ class FrameParser:
         else:
             chunk = b""
         end = not remaining and self._fin
-        if self._compressed:
-            allowed = self.max_message_bytes - self._message_bytes
-            chunk = self.deflate.decompress(chunk, allowed, end)  # type: ignore[union-attr]
         if chunk:
             self._fragments.append(chunk)
             self._message_bytes += len(chunk)
+        if end and self._compressed:
+            self._inflate()
         if remaining:
+            # Every buffered byte was taken: the received bytes need not
+            # stay alive while the rest of the frame is awaited.
+            self._buffer = b""
+            self._offset = 0
             return None
         self._state = _HEAD
         if not end:
             return None
         return self._finish_message()
+
+    def _inflate(self) -> None:
+        """Replace the compressed payload of the message by its inflation.
+
+        A compressed message is kept as it came, and inflated only once its
+        last frame is here: what it holds while it arrives is its size on
+        the wire (bounded in _start_data_frame), never what it inflates to.
+        So clients that each send a compression bomb at once cost the wire
+        bytes each, and one inflation at a time, that stops at the limit.
+        """
+        compressed = self._fragments
+        data = compressed[0] if len(compressed) == 1 else b"".join(compressed)
+        self._fragments = []
+        del compressed
+        self._message_bytes = self.deflate.decompress(  # type: ignore[union-attr]
+            data, self.max_message_bytes, True, self._fragments)
 
     def _finish_message(self) -> Message:
         fragments = self._fragments

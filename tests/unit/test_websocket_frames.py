@@ -4,6 +4,7 @@ Every case runs three ways: fed whole, byte by byte, and split in two at
 every offset.  The events (or the close code of the error) must be the same.
 """
 
+import hashlib
 import random
 import struct
 import zlib
@@ -278,6 +279,79 @@ def test_a_compression_bomb_stops_at_the_limit():
     for piece in (len(data), 65536, 4096):
         chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
         assert run(chunks, deflate=True) == [("error", 1009)]
+
+
+STEP = PerMessageDeflate.INFLATE_STEP_BYTES
+
+
+def zeros_bomb(size):
+    """``size`` zero bytes as a client compresses them (about 1/1000)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = b"\0" * (1 << 20)
+    data = b"".join(compressor.compress(piece[:min(1 << 20, size - offset)])
+                    for offset in range(0, size, 1 << 20))
+    return data + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
+
+
+def test_inflation_comes_in_bounded_steps():
+    noise = b"".join(hashlib.sha256(b"%d" % i).hexdigest().encode() for i in range(STEP // 64))
+    message = noise * 5 + b"end"   # five steps and a bit, compressed about 1:4
+    payload = client_deflate(message)[0]
+    pieces = [b"before"]
+    assert PerMessageDeflate().decompress(payload, len(message), True, pieces) == len(message)
+    assert pieces[0] == b"before" and b"".join(pieces[1:]) == message
+    assert max(len(piece) for piece in pieces) <= STEP
+    assert run([frame(OP_BINARY, payload, rsv1=True)], limit=len(message), deflate=True) == [
+        Message(message)]
+    assert run([frame(OP_BINARY, payload, rsv1=True)], limit=len(message) - 1,
+               deflate=True) == [("error", 1009)]
+
+
+@pytest.mark.parametrize("payload, code", [
+    (zeros_bomb(STEP * 4), 1009), (b"\xff\xff\xff\xff", 1007)])
+def test_failed_inflation_adds_nothing(payload, code):
+    pieces = [b"kept"]
+    deflate = PerMessageDeflate()
+    with pytest.raises(ProtocolError) as info:
+        deflate.decompress(payload, STEP * 3, True, pieces)
+    assert info.value.code == code and pieces == [b"kept"]
+    # The zlib state, with the input it had not consumed, is gone.
+    assert deflate._decompressor is None
+
+
+def test_a_failed_parser_keeps_no_traceback():
+    # The error it raises again is made anew: the first one's traceback
+    # held the frames it came through, and the payload with them.
+    parser = FrameParser(STEP, PerMessageDeflate())
+    parser.feed(frame(OP_BINARY, zeros_bomb(STEP * 4), rsv1=True))
+    with pytest.raises(ProtocolError) as first:
+        parser.next_event()
+    with pytest.raises(ProtocolError) as again:
+        parser.next_event()
+    assert first.value.code == 1009
+    assert (again.value.code, again.value.reason) == (first.value.code, first.value.reason)
+    assert again.value is not first.value
+
+
+def test_a_compression_bomb_costs_the_limit_and_one_step():
+    # The memory the inflater allocates, counted by tracemalloc: not the
+    # whole message (20 MB), not twice the limit as one unbounded zlib call
+    # makes (its output blocks, then their copy into one bytes object).
+    tracemalloc = pytest.importorskip("tracemalloc", reason="not on PyPy")
+    data = frame(OP_BINARY, zeros_bomb(20 * 1000 * 1000), rsv1=True)
+    limit = 1 << 20
+    parser = FrameParser(limit, PerMessageDeflate())
+    parser.feed(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError) as info:
+            parser.next_event()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == 1009
+    # The unmasked payload (~20 KB), the pieces up to the limit, one step.
+    assert peak < limit + 2 * STEP + 2 * len(data), peak
 
 
 def test_compressed_size_on_the_wire_is_bounded_too():

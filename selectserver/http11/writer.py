@@ -107,10 +107,11 @@ class ResponseWriter:
         # Transfer-Encoding in a 1xx or 204.  HEAD and 304 keep the app's, which
         # describe the body a GET would have had.
         framing_allowed = status >= 200 and status != 204
-        if status < 300 and request.method == b"CONNECT":
+        if not self.keep_alive and status < 300 and request.method == b"CONNECT":
             # RFC 9110 §9.3.6: a 2xx to CONNECT starts a tunnel, with no
-            # framing fields and no body of ours (the parser made the
-            # request's keep_alive False: the connection closes after it).
+            # framing fields and no body of ours.  (The parser made the
+            # request's keep_alive False, so the connection closes after
+            # it; tested first, it keeps the method out of the usual case.)
             framing_allowed = False
         body_allowed = framing_allowed and status != 304 and request.method != b"HEAD"
 

@@ -6,13 +6,17 @@ A chapter in docs/ may hold generated blocks between two HTML comments::
     ...generated, never edited by hand...
     <!-- /sync -->
 
-Two kinds of directive exist:
+Three kinds of directive exist:
 
 * ``diagram MODULE:NAME`` draws the state table ``NAME`` of ``MODULE`` as a
-  Mermaid state diagram.  A table is either ``{state: {next_state, ...}}``
-  or ``{(state, event): next_state}``; enum members are shown by name.
+  Mermaid state diagram.  A table is ``{state: {next_state, ...}}``,
+  ``{state: {event: next_state}}`` or ``{(state, event): next_state}``;
+  enum members are shown by name.
 * ``quote PATH#REGION`` copies the lines of ``PATH`` (relative to the repo)
   between ``# region: REGION`` and ``# endregion: REGION``, dedented.
+* ``api MODULE:CLASS`` lists the public methods and properties ``CLASS``
+  defines itself, in source order, each with the first line of its
+  docstring; ``api MODULE`` lists the module's public functions.
 
 ``python docs/sync.py`` rewrites every block; ``python docs/sync.py --check``
 changes nothing and exits 1 naming each block that no longer matches its
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import enum
 import importlib
+import inspect
 import re
 import sys
 import textwrap
@@ -57,6 +62,9 @@ def _edges(table: Any) -> Iterator[Tuple[str, str, str]]:
         if isinstance(key, tuple):
             state, event = key
             yield _name(state), _name(value), _name(event)
+        elif isinstance(value, dict):
+            for event, target in value.items():
+                yield _name(key), _name(target), _name(event)
         else:
             for target in sorted(value, key=_name):
                 yield _name(key), _name(target), ""
@@ -90,7 +98,50 @@ def render_quote(spec: str) -> str:
     return f"```{language}\n# {path}\n{body}\n```\n"
 
 
-RENDERERS = {"diagram": render_diagram, "quote": render_quote}
+def _signature(function: Any) -> str:
+    """``(sock, conn, events)``: the parameters a caller passes, no annotations."""
+    signature = inspect.signature(function)
+    parameters = [p.replace(annotation=inspect.Parameter.empty)
+                  for p in signature.parameters.values() if p.name != "self"]
+    return str(signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty))
+
+
+def _summary(thing: Any) -> str:
+    """The first line of a docstring, in Markdown, ready for a table cell."""
+    doc = inspect.getdoc(thing)
+    if not doc:
+        raise SyncError(f"{getattr(thing, '__qualname__', thing)} has no docstring to list")
+    return doc.split("\n\n")[0].replace("\n", " ").replace("``", "`").replace("|", "\\|")
+
+
+def render_api(spec: str) -> str:
+    module_name, _, class_name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    if class_name:
+        owner = getattr(module, class_name, None)
+        if not inspect.isclass(owner):
+            raise SyncError(f"{module_name} has no class {class_name}")
+        members = [(name, value) for name, value in vars(owner).items()
+                   if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))]
+        heading = "method"
+    else:
+        members = [(name, value) for name, value in vars(module).items()
+                   if not name.startswith("_") and inspect.isfunction(value)
+                   and value.__module__ == module_name]
+        members.sort(key=lambda item: item[1].__code__.co_firstlineno)
+        heading = "function"
+    if not members:
+        raise SyncError(f"{spec} has nothing public to list")
+    lines = [f"| {heading} | what it does |", "|---|---|"]
+    for name, value in members:
+        if isinstance(value, property):
+            lines.append(f"| `{name}` (property) | {_summary(value.fget)} |")
+        else:
+            lines.append(f"| `{name}{_signature(value)}` | {_summary(value)} |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"diagram": render_diagram, "quote": render_quote, "api": render_api}
 
 
 def render(directive: str) -> str:

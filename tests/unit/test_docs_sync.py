@@ -81,3 +81,48 @@ def test_a_region_marked_twice_or_never_is_an_error(tmp_path, monkeypatch):
         sync.render("quote mod.py#a")
     with pytest.raises(sync.SyncError):
         sync.render("quote mod.py#missing")
+
+
+BY_STATE_AND_EVENT = {RED: {"go": GREEN}, GREEN: {"stop": RED}}
+
+
+def test_a_table_of_states_to_events_labels_each_move():
+    assert sync.render(f"diagram {__name__}:BY_STATE_AND_EVENT").splitlines()[2:4] == [
+        "    RED --> GREEN: go", "    GREEN --> RED: stop"]
+
+
+class Lamp:
+    """Not listed: only methods and properties are."""
+
+    def switch(self, on: bool, *, dim: float = 1.0) -> None:
+        """Turn it on or off.
+
+        Not this line: only the first paragraph is shown.
+        """
+
+    @property
+    def lit(self) -> bool:
+        """Whether it shines (`a | b` is escaped)."""
+        return True
+
+    def _wire(self) -> None:
+        """Internal: not listed."""
+
+
+class Undocumented:
+    def mystery(self) -> None:
+        pass
+
+
+def test_an_api_table_lists_public_methods_with_their_summary():
+    assert sync.render(f"api {__name__}:Lamp").splitlines() == [
+        "| method | what it does |",
+        "|---|---|",
+        "| `switch(on, *, dim=1.0)` | Turn it on or off. |",
+        "| `lit` (property) | Whether it shines (`a \\| b` is escaped). |",
+    ]
+
+
+def test_a_public_method_without_a_docstring_is_an_error():
+    with pytest.raises(sync.SyncError, match="mystery"):
+        sync.render(f"api {__name__}:Undocumented")

@@ -21,7 +21,7 @@ import runpy
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import __version__, logs, master
+from . import __version__, logs, master, trace
 from .config import (INTERFACES, LIFESPAN_MODES, LOG_LEVELS, LOOPS, SELECTORS, WS_MODES,
                      Config, ConfigError)
 
@@ -37,6 +37,23 @@ def _octal(text: str) -> int:
 
 def _optional_float(text: str) -> Optional[float]:
     return None if text.lower() in ("none", "off", "0") else float(text)
+
+
+class _BadTraceTopics(argparse.ArgumentTypeError, ValueError):
+    """Said by argparse for the command line, by convert() for the others."""
+
+
+def _trace_topics(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):   # SELECTSERVER_TRACE=1
+        return "all"
+    if lowered in ("0", "false", "no", "off"):
+        return ""
+    try:
+        trace.parse_topics(lowered)
+    except ValueError as exc:
+        raise _BadTraceTopics("expected all, or some of %s: %s" % (",".join(trace.TOPICS), exc)) from None
+    return lowered
 
 
 # (flags, Config field, argparse keyword arguments)
@@ -104,7 +121,7 @@ OPTIONS: List[tuple] = [
     # -- logs
     (("--log-level",), "log_level", dict(choices=LOG_LEVELS, help="Log level. [default: info]")),
     (("--log-config",), "log_config", dict(metavar="FILE", help="Logging configuration: JSON dictConfig or ini fileConfig.")),
-    (("--trace",), "trace", dict(action="store_true", default=None, help="Print every select() and connection state change (for learning and debugging).")),
+    (("--trace",), "trace", dict(nargs="?", const="all", type=_trace_topics, metavar="TOPICS", help="Narrate what the loop does, for learning and debugging: all, or some of loop,conn,app. [default: off; alone: all]")),
     (("--access-log",), "access_log", dict(action=argparse.BooleanOptionalAction, default=None, help="Log one line per response. [default: on]")),
     (("--access-log-format",), "access_log_format", dict(metavar="FORMAT", help="Access line format, gunicorn-style (%%(h)s %%(r)s %%(s)s ...).")),
     (("--access-logfile",), "access_logfile", dict(metavar="FILE", help="Write access lines to FILE ('-': stdout); SIGUSR1 reopens it. [default: -]")),

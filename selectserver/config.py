@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -108,7 +108,7 @@ class Config:
     # logs
     log_level: str = "info"
     log_config: Optional[str] = None
-    trace: bool = False                   # print selects and state transitions (trace.py)
+    trace: Union[bool, str] = False       # narrate the loop: True/"all" or "loop,conn,app" (trace.py)
     access_log: bool = True
     access_log_format: Optional[str] = None
     access_logfile: Optional[str] = None  # a file, or "-" for stdout (the default)

@@ -85,10 +85,6 @@ class EventLoop(asyncio.SelectorEventLoop):
     ``abort()``.
     """
 
-    # Called as trace_select(timeout, events) after each select() when
-    # --trace is on (see trace.py).
-    trace_select: Optional[Any] = None
-
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
         # While _process_events runs: the connections that asked to send
@@ -101,6 +97,7 @@ class EventLoop(asyncio.SelectorEventLoop):
         """Watch ``sock`` for ``events``; readiness calls ``conn`` directly."""
         self._selector.register(sock, events, conn)
 
+    # region: set-interest
     def set_interest(self, sock: Any, conn: Any, events: int) -> None:
         """Change what ``sock`` is watched for (0: nothing, for now)."""
         # An epoll set can hold a socket with no events; select() and poll()
@@ -113,6 +110,7 @@ class EventLoop(asyncio.SelectorEventLoop):
                 selector.register(sock, events, conn)
         else:
             self.remove_connection(sock)
+    # endregion: set-interest
 
     def remove_connection(self, sock: Any) -> None:
         """Stop watching ``sock``; harmless if it is not watched."""
@@ -122,6 +120,7 @@ class EventLoop(asyncio.SelectorEventLoop):
             # ValueError: the socket is already closed (fileno() is -1).
             pass
 
+    # region: flush-after-events
     def flush_after_events(self, conn: Any) -> bool:
         """Call ``conn.flush()`` once every socket of this select() is served.
 
@@ -134,9 +133,11 @@ class EventLoop(asyncio.SelectorEventLoop):
             return False
         to_flush.append(conn)
         return True
+    # endregion: flush-after-events
 
     # -- the heart ------------------------------------------------------------
 
+    # region: run-once
     def _run_once(self) -> None:
         """One turn: select, dispatch, fire due timers, run ready callbacks."""
         ready = self._ready
@@ -152,8 +153,6 @@ class EventLoop(asyncio.SelectorEventLoop):
             timeout = None
 
         event_list = self._selector.select(timeout)
-        if self.trace_select is not None:
-            self.trace_select(timeout, event_list)
         self._process_events(event_list)
 
         # A timer due within the clock's resolution is due now (as asyncio).
@@ -169,7 +168,9 @@ class EventLoop(asyncio.SelectorEventLoop):
             handle = ready.popleft()
             if not handle._cancelled:
                 handle._run()
+    # endregion: run-once
 
+    # region: process-events
     def _process_events(self, event_list: list) -> None:
         """Dispatch ready sockets: connections directly, asyncio's by queue;
         then send what the connections queued meanwhile."""
@@ -203,7 +204,9 @@ class EventLoop(asyncio.SelectorEventLoop):
             "connection": conn,
         })
         conn.abort()
+    # endregion: process-events
 
+    # region: asyncio-handles
     def _queue_asyncio_handles(self, key: Any, mask: int, handles: tuple) -> None:
         # Exactly what asyncio's own _process_events does for its readers
         # and writers (sockets of outbound connections, the self-pipe, ...).
@@ -218,7 +221,9 @@ class EventLoop(asyncio.SelectorEventLoop):
                 self._remove_writer(key.fileobj)
             else:
                 self._ready.append(writer)
+    # endregion: asyncio-handles
 
+    # region: drop-cancelled-timers
     def _drop_cancelled_timers(self) -> None:
         scheduled = self._scheduled
         count = len(scheduled)
@@ -238,6 +243,7 @@ class EventLoop(asyncio.SelectorEventLoop):
                 self._timer_cancelled_count -= 1
                 handle = heapq.heappop(scheduled)
                 handle._scheduled = False
+    # endregion: drop-cancelled-timers
 
 
 class StockLoop(asyncio.SelectorEventLoop):
@@ -252,9 +258,11 @@ class StockLoop(asyncio.SelectorEventLoop):
         self._interest: dict = {}
 
     def add_connection(self, sock: Any, conn: Any, events: int) -> None:
+        """Watch ``sock`` for ``events``, through ``add_reader``/``add_writer``."""
         self.set_interest(sock, conn, events)
 
     def set_interest(self, sock: Any, conn: Any, events: int) -> None:
+        """Change what ``sock`` is watched for: a reader or writer added or removed."""
         fd = sock.fileno()
         old = self._interest.get(fd, 0)
         if events & EVENT_READ and not old & EVENT_READ:
@@ -271,6 +279,7 @@ class StockLoop(asyncio.SelectorEventLoop):
             self._interest.pop(fd, None)
 
     def remove_connection(self, sock: Any) -> None:
+        """Stop watching ``sock``; harmless if it is not watched."""
         fd = sock.fileno()
         if fd < 0:
             return
@@ -281,7 +290,8 @@ class StockLoop(asyncio.SelectorEventLoop):
             self.remove_writer(fd)
 
     def flush_after_events(self, conn: Any) -> bool:
-        return False   # no batches here: connections send at once
+        """Always False: no batches here, connections send at once."""
+        return False
 
     def _guarded(self, conn: Any, callback: Any) -> None:
         try:

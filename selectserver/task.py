@@ -28,14 +28,27 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 CancelledError = asyncio.CancelledError
 
+# region: states
+# asyncio's names for a task's states.  A task leaves PENDING once, when its
+# coroutine ends; _finish() takes the next state from this table.
 _PENDING, _DONE, _CANCELLED = "PENDING", "FINISHED", "CANCELLED"
+
+TRANSITIONS: Dict[str, Dict[str, str]] = {
+    _PENDING: {"returned": _DONE, "raised": _DONE, "cancelled": _CANCELLED},
+}
+# endregion: states
+
 _task_numbers = itertools.count(1)
+
+# Called as trace_start(task) just before a task's first step when --trace
+# is on (trace.py); off, it costs one test per task.
+trace_start: Optional[Callable[["AppTask"], None]] = None
 
 
 class AppTask:
@@ -72,12 +85,17 @@ class AppTask:
         self._callbacks: Optional[list] = None
         self._name = name
 
+    # region: start
     def start(self) -> None:
         """Run the first step now, in the task's own context."""
+        if trace_start is not None:
+            trace_start(self)
         self._context.run(self._step, None)
+    # endregion: start
 
     # -- stepping ---------------------------------------------------------------
 
+    # region: step
     def _step(self, exc: Optional[BaseException] = None) -> None:
         if self._state is not _PENDING:
             return
@@ -97,21 +115,23 @@ class AppTask:
         except StopIteration as stop:
             if self._must_cancel:
                 # Cancelled after its last await: asyncio reports it cancelled.
-                self._finish(_CANCELLED, None, CancelledError(self._cancel_message))
+                self._finish("cancelled", None, CancelledError(self._cancel_message))
             else:
-                self._finish(_DONE, stop.value, None)
+                self._finish("returned", stop.value, None)
         except CancelledError as cancelled:
-            self._finish(_CANCELLED, None, cancelled)
+            self._finish("cancelled", None, cancelled)
         except (KeyboardInterrupt, SystemExit) as fatal:
-            self._finish(_DONE, None, fatal)
+            self._finish("raised", None, fatal)
             raise
         except BaseException as error:  # the app's error, handed to on_done
-            self._finish(_DONE, None, error)
+            self._finish("raised", None, error)
         else:
             self._wait_for(result)
         finally:
             _leave_task(loop, self)
+    # endregion: step
 
+    # region: wait-for
     def _wait_for(self, result: Any) -> None:
         # What the coroutine yielded decides how it resumes, exactly as in
         # asyncio.Task: a future (resume when done) or None (a bare yield,
@@ -134,6 +154,9 @@ class AppTask:
             self._loop.call_soon(self._step, RuntimeError(
                 "task got bad yield: %r" % (result,)), context=self._context)
 
+    # endregion: wait-for
+
+    # region: wakeup
     def _wakeup(self, future: asyncio.Future) -> None:
         try:
             future.result()
@@ -144,8 +167,11 @@ class AppTask:
         else:
             self._step(None)
 
-    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
-        self._state = state
+    # endregion: wakeup
+
+    # region: finish
+    def _finish(self, event: str, result: Any, exc: Optional[BaseException]) -> None:
+        self._state = TRANSITIONS[self._state][event]
         self._result = result
         self._exception = exc
         if self._on_done is not None:
@@ -155,6 +181,7 @@ class AppTask:
             for callback, context in self._callbacks:
                 self._loop.call_soon(callback, self, context=context)
             self._callbacks = None
+    # endregion: finish
 
     # -- the asyncio.Task API that libraries use --------------------------------------
 
@@ -171,9 +198,11 @@ class AppTask:
         return True
 
     def cancelling(self) -> int:
+        """How many cancellations were asked for and not taken back (``uncancel``)."""
         return self._cancel_requests
 
     def uncancel(self) -> int:
+        """Take back one cancellation request; returns how many are left."""
         if self._cancel_requests > 0:
             self._cancel_requests -= 1
         if self._cancel_requests == 0:
@@ -181,12 +210,15 @@ class AppTask:
         return self._cancel_requests
 
     def done(self) -> bool:
+        """True once the coroutine has returned, raised or been cancelled."""
         return self._state is not _PENDING
 
     def cancelled(self) -> bool:
+        """True if the task ended cancelled."""
         return self._state is _CANCELLED
 
     def result(self) -> Any:
+        """What the coroutine returned; raises what it raised (``InvalidStateError`` while pending)."""
         if self._state is _PENDING:
             raise asyncio.InvalidStateError("result is not set")
         if self._exception is not None:
@@ -194,6 +226,7 @@ class AppTask:
         return self._result
 
     def exception(self) -> Optional[BaseException]:
+        """What the coroutine raised, or None; ``CancelledError`` is raised, not returned."""
         if self._state is _PENDING:
             raise asyncio.InvalidStateError("exception is not set")
         if self._state is _CANCELLED:
@@ -201,6 +234,7 @@ class AppTask:
         return self._exception
 
     def add_done_callback(self, callback: Callable, *, context: Any = None) -> None:
+        """Call ``callback(task)`` from the loop once the task is done."""
         if context is None:
             context = contextvars.copy_context()
         if self._state is not _PENDING:
@@ -211,6 +245,7 @@ class AppTask:
             self._callbacks.append((callback, context))
 
     def remove_done_callback(self, callback: Callable) -> int:
+        """Forget ``callback``; returns how many times it was registered."""
         if not self._callbacks:
             return 0
         before = len(self._callbacks)
@@ -218,23 +253,29 @@ class AppTask:
         return before - len(self._callbacks)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the task runs on."""
         return self._loop
 
     def get_coro(self) -> Any:
+        """The coroutine being stepped."""
         return self._coro
 
     def get_context(self) -> contextvars.Context:
+        """The ``contextvars.Context`` every step runs in."""
         return self._context
 
     def get_name(self) -> str:
+        """``AppTask-N``, numbered on first ask, unless ``set_name`` gave one."""
         if self._name is None:
             self._name = "AppTask-%d" % next(_task_numbers)
         return self._name
 
     def set_name(self, value: object) -> None:
+        """Name the task (shown by ``repr`` and ``--trace``)."""
         self._name = str(value)
 
     def get_stack(self, *, limit: Optional[int] = None) -> list:
+        """The coroutine's frame, if it has not ended (for debuggers)."""
         frame = getattr(self._coro, "cr_frame", None)
         return [frame] if frame is not None else []
 

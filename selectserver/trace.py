@@ -1,55 +1,643 @@
-"""Chapter 6, part 3: watching the loop and the connections work.
+"""Chapter 6, part 3: watching the loop, the connections and the app work.
 
-``--trace`` prints what the other chapters describe, as it happens: each
-``select()`` (how long it was allowed to block, what it returned) and each
-connection's state transition.  It is for learning and debugging; it costs
-nothing when off (one ``is None`` test per select and per transition).
+``--trace`` narrates what the other chapters describe, as it happens, one
+line per step, with the time since the trace began and a topic:
 
-    $ selectserver selectserver.demo:app --trace
-    TRACE:  select(timeout=1.000) -> 1 ready: fd 7 R
-    TRACE:  conn 127.0.0.1:53312 idle -> running
-    TRACE:  conn 127.0.0.1:53312 running -> idle
+* ``loop``: each ``select()`` -- its timeout and why that one (callbacks
+  ready, the next timer, or none), how long it waited and which fds came
+  back -- every register/modify/unregister with its events, timers firing;
+* ``conn``: accepts, every ``recv``/``send``/``sendmsg`` with its byte count
+  (partial sends, ``EAGAIN``, EOF), the parser's events (head, body bytes,
+  end) and each state change with its cause;
+* ``app``: each application task started, suspended (in which coroutine,
+  waiting on what), resumed (by what) and finished.
+
+``--trace`` alone means ``--trace all``; ``--trace loop,conn`` picks topics.
+
+The code it watches does not know it is watched.  Turning the trace on puts
+stand-ins in place, and only then: the loop's selector is wrapped in a
+``TracingSelector``; when a listener or a connection registers with it, its
+socket is wrapped in a tracing proxy and its parser becomes a
+``TracingParser`` (the same object, a subclass with no fields of its own);
+an ``AppTask`` becomes a ``TracingAppTask`` the same way when it starts.
+Off, it costs one ``is None`` test per task and per state change.
+
+Invariant: the trace changes what is printed, never what the server does;
+every stand-in returns (or raises) exactly what the object it stands for
+does.
+
+    $ python -m selectserver selectserver.demo:app --trace
+      1.3926 loop select(timeout=0.999, until the worker tick) waited 0.389s -> fd 3 (listener 127.0.0.1:8000) R
+      1.3928 conn accept fd 7 from 127.0.0.1:56346 (listener fd 3)
+      1.3930 loop register fd 7 (127.0.0.1:56346) for R
+
+docs/trace.md reads a whole trace, line by line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
-from typing import Any, List, Optional
+import os
+import time
+import weakref
+from asyncio import futures
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from .connection import Connection, ServerState, State
+from . import task as task_module
+from .http11.events import Data, EndOfMessage, Request
+from .http11.parser import RequestParser
 from .loop import EVENT_READ, EVENT_WRITE
+from .task import AppTask
 
 TRACE = 5
+TOPICS = ("loop", "conn", "app")
 log = logging.getLogger("selectserver.trace")
 
+# What the deadline of each state is called (connection.py sets them).
+_TIMEOUTS = {"idle": "keep-alive timeout", "reading head": "request head timeout",
+             "tls handshake": "TLS handshake timeout", "closing": "graceful close timeout"}
 
-def install(loop: Any, server: ServerState) -> None:
-    """Start tracing ``loop``'s selects and ``server``'s connections."""
+# The tracer of each traced loop, for the stand-ins that only know their loop.
+_tracers: "weakref.WeakKeyDictionary[Any, Tracer]" = weakref.WeakKeyDictionary()
+
+
+def parse_topics(value: Union[bool, str, None]) -> FrozenSet[str]:
+    """The topics ``--trace VALUE`` selects: True or ``all`` is every topic.
+
+    Raises ``ValueError`` naming an unknown topic.
+    """
+    if value is True:
+        return frozenset(TOPICS)
+    if not value:
+        return frozenset()
+    topics = set()
+    for word in str(value).replace(" ", "").split(","):
+        if word == "all":
+            topics.update(TOPICS)
+        elif word in TOPICS:
+            topics.add(word)
+        elif word:
+            raise ValueError("unknown trace topic %r" % word)
+    return frozenset(topics)
+
+
+def install(loop: Any, server: Any, worker: Any = None) -> "Tracer":
+    """Trace ``loop`` and the connections of ``server`` (``server.config.trace``
+    says which topics)."""
     logging.addLevelName(TRACE, "TRACE")
     if not log.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("TRACE:  %(message)s"))
+        handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(TRACE)
-    server.trace = trace_transition
-    if hasattr(loop, "trace_select"):
-        loop.trace_select = trace_select
+    config = server.config
+    topics = parse_topics(config.trace)
+    prefix = "[%d] " % os.getpid() if getattr(config, "workers", 1) > 1 else ""
+    tracer = Tracer(loop, topics, prefix)
+    _tracers[loop] = tracer
+    loop._selector = TracingSelector(loop._selector, tracer)
+    _trace_timers(loop, tracer)
+    server.trace = tracer.on_transition
+    task_module.trace_start = _on_task_start
+    wake_fd = _wake_up_fd(loop)
+    if wake_fd is not None:
+        tracer.say("loop", "fd %d is the wake-up pipe: other threads write a byte to it to "
+                           "end a select() early (call_soon_threadsafe)" % wake_fd)
+    return tracer
 
 
-def trace_select(timeout: Optional[float], events: List[Any]) -> None:
-    wait = "forever" if timeout is None else "%.3f" % timeout
-    if not events:
-        log.log(TRACE, "select(timeout=%s) -> nothing ready", wait)
+class Tracer:
+    """Writes the lines, and remembers what a later line needs to say."""
+
+    def __init__(self, loop: Any, topics: FrozenSet[str], prefix: str = "") -> None:
+        self.loop = loop
+        self.topics = topics
+        self.prefix = prefix
+        self.started = time.monotonic()
+        self.interest: Dict[int, int] = {}
+        # fds whose peer closed its side: the next close is "EOF from the peer".
+        self.eof: set = set()
+        # The timer whose callback runs now: a close inside it was a deadline.
+        self.current_timer: Optional[_Timer] = None
+        # The request head parsed last, for the task its cycle starts.
+        self.last_head: Optional[str] = None
+        # The task whose resumption this tracer has just announced.
+        self.announced: Optional[AppTask] = None
+        # Futures of asyncio.sleep() by id, with their delay.
+        self.sleeps: Dict[int, float] = {}
+
+    def say(self, topic: str, text: str, *args: Any) -> None:
+        if topic in self.topics:
+            if args:
+                text = text % args
+            log.log(TRACE, "%s%8.4f %-4s %s", self.prefix, time.monotonic() - self.started, topic, text)
+
+    # -- connections ---------------------------------------------------------------
+
+    def on_transition(self, conn: Any, old: Any, *event_and_new: Any) -> None:
+        """The connection's trace hook: ``(conn, old, new)`` or ``(conn, old, event, new)``."""
+        new = event_and_new[-1]
+        if _state_name(new) in ("idle", "closed"):
+            self.last_head = None
+        if _state_name(new) == "closed":
+            _parser_owners.pop(id(getattr(conn, "parser", None)), None)
+        if "conn" not in self.topics:
+            return
+        if len(event_and_new) == 2:
+            event, new = event_and_new
+            cause = _describe_event(event)
+        else:
+            new = event_and_new[0]
+            cause = self._guess_cause(conn, old, new)
+        fd = _fd_of(conn)
+        self.say("conn", "fd %s %s -> %s%s", fd, _state_name(old), _state_name(new),
+                 " (%s)" % cause if cause else "")
+
+    def _guess_cause(self, conn: Any, old: Any, new: Any) -> str:
+        # Until the connection names the event itself: what the trace saw.
+        old_name, new_name = _state_name(old), _state_name(new)
+        fd = _fd_of(conn)
+        if new_name == "running":
+            return "a whole request head"
+        if new_name == "reading head":
+            return "part of a head arrived"
+        if new_name == "idle":
+            return "TLS handshake done" if old_name == "tls handshake" else "response done, keep-alive"
+        if new_name == "upgraded":
+            return "101 sent: the socket speaks another protocol now"
+        if new_name == "closing":
+            return "last response queued; close once it is sent"
+        if new_name == "closed":
+            if fd in self.eof:
+                self.eof.discard(fd)
+                return "EOF from the peer"
+            if self.current_timer is not None:
+                timeout = _TIMEOUTS.get(old_name, old_name + " deadline")
+                return "%s, found by a timer: %s" % (timeout, self.current_timer.describe())
+            if old_name == "closing":
+                return "last response sent"
+            if old_name == "running":
+                return "response done, no keep-alive"
+        return ""
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def describe_future(self, future: Any) -> str:
+        delay = self.sleeps.get(id(future))
+        if delay is not None:
+            return "asyncio.sleep(%g)" % delay
+        return "a " + type(future).__name__
+
+    def describe_callback(self, callback: Any, args: tuple = ()) -> str:
+        if isinstance(callback, _Timer):
+            return callback.describe()
+        if callback is futures._set_result_unless_cancelled and args:
+            delay = self.sleeps.get(id(args[0]))
+            waiter = _task_waiting_on(args[0])
+            return "asyncio.sleep(%s)%s" % ("%g" % delay if delay is not None else "",
+                                            " of " + waiter.get_name() if waiter else "")
+        owner = getattr(callback, "__self__", None)
+        name = getattr(callback, "__name__", "")
+        if isinstance(owner, AppTask):
+            return "%s of %s" % ("wake-up" if name == "_wakeup" else "step", owner.get_name())
+        if name == "_tick" and type(owner).__name__ == "Worker":
+            return "the worker tick"
+        if type(callback).__name__ == "TaskStepMethWrapper":
+            return "a step of an asyncio task"
+        if isinstance(owner, asyncio.Task):
+            return "%s of asyncio task %s" % (name or "a step", owner.get_name())
+        return getattr(callback, "__qualname__", None) or type(callback).__name__
+
+
+# -- the loop: its selector and its timers -----------------------------------------------
+
+
+class TracingSelector:
+    """Wraps the loop's selector: says what each call asked and got."""
+
+    def __init__(self, selector: Any, tracer: Tracer) -> None:
+        self.selector = selector
+        self.tracer = tracer
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> Any:
+        key = self.selector.register(fileobj, events, data)
+        _attach_stand_ins(self.tracer, key.fd, data)
+        self.tracer.interest[key.fd] = events
+        self.tracer.say("loop", "register fd %d (%s) for %s", key.fd, _label(self.tracer, key), _events(events))
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> Any:
+        key = self.selector.modify(fileobj, events, data)
+        old = self.tracer.interest.get(key.fd, 0)
+        self.tracer.interest[key.fd] = events
+        if old != events:
+            self.tracer.say("loop", "modify fd %d (%s): %s -> %s", key.fd, _label(self.tracer, key),
+                            _events(old), _events(events))
+        return key
+
+    def unregister(self, fileobj: Any) -> Any:
+        key = self.selector.unregister(fileobj)
+        self.tracer.interest.pop(key.fd, None)
+        self.tracer.say("loop", "unregister fd %d (%s)", key.fd, _label(self.tracer, key))
+        return key
+
+    def select(self, timeout: Optional[float] = None) -> List[Tuple[Any, int]]:
+        tracer = self.tracer
+        why = _why(tracer, timeout) if "loop" in tracer.topics else ""
+        began = time.monotonic()
+        ready = self.selector.select(timeout)
+        if "loop" in tracer.topics:
+            waited = time.monotonic() - began
+            if timeout is None:
+                asked = "select(timeout=None, %s)" % why
+            else:
+                asked = "select(timeout=%s%s)" % ("%.3f" % timeout if timeout else "0",
+                                                  ", " + why if why else "")
+            if waited >= 0.0005:
+                asked += " waited %.3fs" % waited
+            if ready:
+                got = ", ".join("fd %d (%s) %s" % (key.fd, _label(tracer, key), _events(mask))
+                                for key, mask in ready)
+            elif timeout:
+                got = "timed out"
+            else:
+                got = "no I/O"
+            tracer.say("loop", "%s -> %s", asked, got)
+        return ready
+
+    def __getattr__(self, name: str) -> Any:
+        # get_key, get_map, close ...: the wrapped selector's own.
+        return getattr(self.selector, name)
+
+
+def _why(tracer: Tracer, timeout: Optional[float]) -> str:
+    """Why ``select()`` got this timeout, read from the loop's queues."""
+    loop = tracer.loop
+    if timeout is None:
+        return "no timers: only I/O can wake the loop"
+    if timeout == 0:
+        ready = list(getattr(loop, "_ready", ()))
+        if not ready:
+            return "the loop is stopping" if getattr(loop, "_stopping", False) else ""
+        names = [tracer.describe_callback(h._callback, h._args) for h in ready[:3]]
+        more = ", ..." if len(ready) > 3 else ""
+        return "%d ready callback%s: %s%s" % (len(ready), "" if len(ready) == 1 else "s",
+                                              ", ".join(names), more)
+    scheduled = getattr(loop, "_scheduled", None)
+    if scheduled:
+        top = scheduled[0]
+        return "until " + tracer.describe_callback(top._callback, top._args)
+    return ""
+
+
+class _Timer:
+    """A timer's callback, wrapped to say when it fires and what it is."""
+
+    __slots__ = ("tracer", "callback", "args", "delay_s")
+
+    def __init__(self, tracer: Tracer, callback: Any, args: tuple, delay_s: float) -> None:
+        self.tracer = tracer
+        self.callback = callback
+        self.args = args
+        self.delay_s = delay_s
+
+    def describe(self) -> str:
+        return self.tracer.describe_callback(self.callback, self.args)
+
+    def __call__(self, *args: Any) -> Any:
+        tracer = self.tracer
+        if self.callback is futures._set_result_unless_cancelled:
+            # Describe before it runs: then the sleeping task is still known.
+            tracer.say("loop", "timer fired after %.3fs: %s ends; its task's wake-up is queued",
+                       self.delay_s, self.describe())
+        elif not (getattr(self.callback, "__name__", "") == "_tick"):
+            # (The worker tick fires every second; its select() line says so.)
+            tracer.say("loop", "timer fired after %.3fs: %s", self.delay_s, self.describe())
+        tracer.current_timer = self
+        try:
+            return self.callback(*args)
+        finally:
+            tracer.current_timer = None
+
+
+def _trace_timers(loop: Any, tracer: Tracer) -> None:
+    # call_later() and asyncio.sleep() go through call_at(); an attribute of
+    # the loop object shadows the method, for this loop only.
+    call_at = loop.call_at
+
+    def traced_call_at(when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        delay = when - loop.time()
+        if callback is futures._set_result_unless_cancelled and args:
+            tracer.sleeps[id(args[0])] = round(delay, 3)
+        return call_at(when, _Timer(tracer, callback, args, delay), *args, context=context)
+
+    loop.call_at = traced_call_at
+
+
+def _wake_up_fd(loop: Any) -> Optional[int]:
+    ssock = getattr(loop, "_ssock", None)
+    return ssock.fileno() if ssock is not None else None
+
+
+# -- labels ----------------------------------------------------------------------------------
+
+
+def _events(mask: int) -> str:
+    return ("R" if mask & EVENT_READ else "") + ("W" if mask & EVENT_WRITE else "") or "nothing"
+
+
+def _label(tracer: Tracer, key: Any) -> str:
+    """What an fd is, for a reader: listener, peer address, wake-up pipe, websocket."""
+    data = key.data
+    if isinstance(data, tuple):
+        if key.fd == _wake_up_fd(tracer.loop):
+            return "wake-up pipe"
+        reader, writer = data
+        handle = reader or writer
+        owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+        return "asyncio %s" % (type(owner).__name__ if owner is not None else "socket")
+    if hasattr(data, "parser"):
+        peer = _peer(getattr(data, "client", None))
+        return "websocket " + peer if _state_name(getattr(data, "state", None)) == "upgraded" else peer
+    if hasattr(data, "sock"):
+        return "listener " + _sockname(data.sock)
+    return type(data).__name__
+
+
+def _peer(client: Any) -> str:
+    return "%s:%s" % (client[0], client[1]) if client else "unix socket"
+
+
+def _sockname(sock: Any) -> str:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return "?"
+    if isinstance(name, tuple):
+        return "%s:%s" % (name[0], name[1])
+    return "unix:%s" % (name or "?")
+
+
+def _fd_of(conn: Any) -> Union[int, str]:
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, TracingSocket):
+        return sock.fd
+    try:
+        fd = sock.fileno()
+    except (AttributeError, OSError):
+        return "?"
+    return fd if fd >= 0 else "?"
+
+
+def _state_name(state: Any) -> str:
+    value = getattr(state, "value", state)
+    return value if isinstance(value, str) else getattr(state, "name", str(state)).lower()
+
+
+def _describe_event(event: Any) -> str:
+    value = getattr(event, "value", None)
+    if isinstance(value, str):
+        return value
+    return getattr(event, "name", str(event)).lower().replace("_", " ")
+
+
+# -- stand-ins: sockets, parsers -----------------------------------------------------------
+
+
+# region: stand-ins
+def _attach_stand_ins(tracer: Tracer, fd: int, data: Any) -> None:
+    """Put tracing stand-ins into what was just registered (the first time)."""
+    sock = getattr(data, "sock", None)
+    if sock is None:
         return
-    ready = ", ".join("fd %d %s" % (key.fd, _mask(mask)) for key, mask in events)
-    log.log(TRACE, "select(timeout=%s) -> %d ready: %s", wait, len(events), ready)
+    if hasattr(data, "parser"):
+        # A connection.  A TLS socket stays itself: code that asks whether a
+        # socket is TLS must get the true answer (sendfile would bypass TLS).
+        if type(sock).__name__ != "SSLSocket" and not isinstance(sock, TracingSocket):
+            data.sock = TracingSocket(sock, fd, tracer)
+            tracer.eof.discard(fd)
+        parser = data.parser
+        if type(parser) is RequestParser:
+            parser.__class__ = TracingParser
+            _parser_owners[id(parser)] = (tracer, fd)
+    elif hasattr(sock, "accept") and not isinstance(sock, TracingListenSocket):
+        data.sock = TracingListenSocket(sock, fd, tracer)
+# endregion: stand-ins
 
 
-def trace_transition(conn: Connection, old: State, new: State) -> None:
-    peer = "%s:%s" % conn.client if conn.client else "unix"
-    log.log(TRACE, "conn %s %s -> %s", peer, old.value, new.value)
+class TracingListenSocket:
+    """A listening socket that says what each ``accept()`` returned."""
+
+    def __init__(self, sock: Any, fd: int, tracer: Tracer) -> None:
+        self.sock = sock
+        self.fd = fd
+        self.tracer = tracer
+
+    def accept(self) -> Any:
+        try:
+            conn, address = self.sock.accept()
+        except BlockingIOError:
+            self.tracer.say("conn", "accept on fd %d: EAGAIN (no more connections waiting)", self.fd)
+            raise
+        self.tracer.say("conn", "accept fd %d from %s (listener fd %d)", conn.fileno(),
+                        _peer(address) if isinstance(address, tuple) else "a unix socket", self.fd)
+        return conn, address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
-def _mask(mask: int) -> str:
-    return ("R" if mask & EVENT_READ else "") + ("W" if mask & EVENT_WRITE else "")
+class TracingSocket:
+    """A connection's socket that says what each ``recv``/``send`` moved."""
+
+    def __init__(self, sock: Any, fd: int, tracer: Tracer) -> None:
+        self.sock = sock
+        self.fd = fd
+        self.tracer = tracer
+
+    def recv(self, size: int) -> bytes:
+        try:
+            data = self.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            self.tracer.say("conn", "fd %d recv: EAGAIN (nothing to read after all)", self.fd)
+            raise
+        except OSError as exc:
+            self.tracer.say("conn", "fd %d recv: %s", self.fd, _errno_name(exc))
+            raise
+        if data:
+            self.tracer.say("conn", "fd %d recv %d bytes", self.fd, len(data))
+        else:
+            self.tracer.eof.add(self.fd)
+            self.tracer.say("conn", "fd %d recv: EOF (the peer closed its side)", self.fd)
+        return data
+
+    def send(self, data: Any) -> int:
+        return self._sent("send", len(data), 1, self.sock.send, data)
+
+    def sendmsg(self, buffers: Any, *args: Any) -> int:
+        buffers = list(buffers)
+        return self._sent("sendmsg", sum(len(b) for b in buffers), len(buffers),
+                          self.sock.sendmsg, buffers, *args)
+
+    def _sent(self, call: str, size: int, pieces: int, method: Callable, *args: Any) -> int:
+        what = "%s %d piece%s" % (call, pieces, "" if pieces == 1 else "s") if pieces > 1 else call
+        try:
+            sent = method(*args)
+        except (BlockingIOError, InterruptedError):
+            self.tracer.say("conn", "fd %d %s: EAGAIN (the kernel's send buffer is full; "
+                                    "wait for EVENT_WRITE)", self.fd, what)
+            raise
+        except OSError as exc:
+            self.tracer.say("conn", "fd %d %s: %s", self.fd, what, _errno_name(exc))
+            raise
+        if sent < size:
+            self.tracer.say("conn", "fd %d %s %d of %d bytes (partial: the rest waits for EVENT_WRITE)",
+                            self.fd, what, sent, size)
+        else:
+            self.tracer.say("conn", "fd %d %s %d bytes", self.fd, what, sent)
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _errno_name(exc: OSError) -> str:
+    code = exc.errno
+    return errno.errorcode.get(code, str(exc)) if code else type(exc).__name__
+
+
+# The tracer and fd of each TracingParser (a parser has no room for them).
+_parser_owners: Dict[int, Tuple[Tracer, int]] = {}
+
+
+class TracingParser(RequestParser):
+    """The same parser, saying which events it hands out."""
+
+    __slots__ = ()   # same layout as RequestParser: an object can switch class
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        cls = event.__class__
+        if cls is Request or cls is Data or cls is EndOfMessage:
+            owner = _parser_owners.get(id(self))
+            if owner is not None:
+                tracer, fd = owner
+                if cls is Request:
+                    head = "%s %s HTTP/%s" % (event.method.decode("ascii", "replace"),
+                                              event.target.decode("ascii", "replace"),
+                                              event.http_version)
+                    tracer.last_head = head.rsplit(" ", 1)[0]
+                    tracer.say("conn", "fd %d parser: head %s", fd, head)
+                elif cls is Data:
+                    tracer.say("conn", "fd %d parser: body, %d bytes", fd, len(event.data))
+                else:
+                    tracer.say("conn", "fd %d parser: end of request", fd)
+        return event
+
+    def next_request(self, skip_body: bool = True) -> bool:
+        before = self.buffered_bytes
+        ready = super().next_request(skip_body)
+        owner = _parser_owners.get(id(self))
+        if owner is not None:
+            tracer, fd = owner
+            if not ready:
+                tracer.say("conn", "fd %d parser: the request body is not all here or may not be "
+                                   "read; the connection cannot be reused", fd)
+            else:
+                skipped = before - self.buffered_bytes
+                tracer.say("conn", "fd %d parser: request done; ready for the next one%s", fd,
+                           " (%d unread body bytes skipped)" % skipped if skipped else "")
+        return ready
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+def _on_task_start(task: AppTask) -> None:
+    """``task.trace_start``: a task's first step is about to run."""
+    tracer = _tracers.get(task._loop)
+    if tracer is None or "app" not in tracer.topics or type(task) is not AppTask:
+        return
+    task.__class__ = TracingAppTask
+    coro = task._coro
+    name = getattr(coro, "__qualname__", type(coro).__name__)
+    head, tracer.last_head = tracer.last_head, None
+    tracer.announced = task
+    tracer.say("app", "%s started: %s()%s, its first step runs now", task.get_name(), name,
+               " for " + head if head else "")
+
+
+def _task_waiting_on(future: Any) -> Optional[AppTask]:
+    for callback, _ in getattr(future, "_callbacks", None) or ():
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, AppTask):
+            return owner
+    return None
+
+
+def _await_chain(coro: Any) -> str:
+    """Where a coroutine is suspended: ``app > receive``."""
+    names = []
+    while coro is not None and len(names) < 32:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is None or code.co_name == "__await__":
+            break   # the future itself (pure-Python futures are generators)
+        names.append(code.co_name + "()")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if len(names) > 4:
+        names = names[:1] + ["..."] + names[-2:]
+    return " > ".join(names)
+
+
+class TracingAppTask(AppTask):
+    """The same task, saying how it is stepped."""
+
+    __slots__ = ()   # same layout as AppTask: a started task can switch class
+
+    def _step(self, exc: Optional[BaseException] = None) -> None:
+        tracer = _tracers.get(self._loop)
+        if tracer is not None:
+            if tracer.announced is not self:
+                # Not from start() or a future's callback: a queued step.
+                tracer.say("app", "%s resumed from the ready queue%s", self.get_name(),
+                           " with %s" % type(exc).__name__ if exc is not None else
+                           " (it yielded to the loop, as asyncio.sleep(0) does)")
+            tracer.announced = None
+        super()._step(exc)
+
+    def _wait_for(self, result: Any) -> None:
+        super()._wait_for(result)
+        tracer = _tracers.get(self._loop)
+        if tracer is not None and self._state == "PENDING":
+            where = _await_chain(self._coro)
+            if getattr(result, "_asyncio_future_blocking", None) is not None:
+                tracer.say("app", "%s suspended in %s, waiting on %s", self.get_name(), where,
+                           tracer.describe_future(result))
+            else:
+                tracer.say("app", "%s suspended in %s until the next turn", self.get_name(), where)
+
+    def _wakeup(self, future: Any) -> None:
+        tracer = _tracers.get(self._loop)
+        if tracer is not None:
+            tracer.announced = self
+            if future.cancelled():
+                how = "its %s was cancelled" % tracer.describe_future(future)
+            elif future.exception() is not None:
+                how = "its %s failed: %s" % (tracer.describe_future(future), type(future.exception()).__name__)
+            else:
+                described = tracer.describe_future(future)
+                how = ("%s is over" if described.startswith("asyncio.sleep") else "its %s is done") % described
+            tracer.sleeps.pop(id(future), None)
+            tracer.say("app", "%s resumed: %s", self.get_name(), how)
+        super()._wakeup(future)
+
+    def _finish(self, event: str, result: Any, exc: Optional[BaseException]) -> None:
+        tracer = _tracers.get(self._loop)
+        if tracer is not None:
+            tracer.say("app", "%s finished: %s%s", self.get_name(), event,
+                       " " + type(exc).__name__ if event == "raised" else "")
+        super()._finish(event, result, exc)
+

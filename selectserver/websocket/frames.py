@@ -138,6 +138,7 @@ Event = Union[Message, Ping, Pong, Close, object]
 # -- masking --------------------------------------------------------------------------
 
 
+# region: unmask
 def unmask(data: bytes, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3).
 
@@ -149,6 +150,7 @@ def unmask(data: bytes, mask: bytes) -> bytes:
         return b""
     key = (mask * ((length + 3) >> 2))[:length] if length > 4 else mask[:length]
     return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+# endregion: unmask
 
 
 # -- permessage-deflate -------------------------------------------------------------------
@@ -619,9 +621,11 @@ class FrameWriter:
         return encode_frame(opcode, payload)
 
     def ping(self, payload: bytes = b"") -> bytes:
+        """A Ping frame (a payload of at most 125 bytes)."""
         return _SHORT_HEADS[OP_PING][len(payload)] + payload
 
     def pong(self, payload: bytes = b"") -> bytes:
+        """A Pong frame, echoing a Ping's payload."""
         return _SHORT_HEADS[OP_PONG][len(payload)] + payload
 
     def close(self, code: int = 1000, reason: str = "") -> bytes:

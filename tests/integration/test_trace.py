@@ -1,16 +1,117 @@
-"""--trace shows selects and state transitions."""
+"""--trace narrates the loop: a real server's trace, read line by line.
 
+Each test serves real requests to ``python -m selectserver --trace`` and
+checks that the lines a student reads appear in the order things happened
+(other lines may come between them).  Times are left out of the match.
+"""
+
+import asyncio
 import http.client
+import re
+import socket
+
+import pytest
 
 
-def test_trace_prints_transitions_and_selects(cli_server):
-    server = cli_server("tests.apps.asgi_apps:hello", "--port", "0", "--trace")
-    conn = http.client.HTTPConnection(*server.address, timeout=10)
-    conn.request("GET", "/")
-    assert conn.getresponse().read() == b"Hello, world!"
-    conn.close()
+async def paced(scope, receive, send):
+    """Three chunks, 10 ms apart: each is a timer, a resumed task and a send."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for number in range(3):
+        await send({"type": "http.response.body", "body": b"chunk %d\n" % number, "more_body": True})
+        await asyncio.sleep(0.01)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def trace_of(server):
     server.stop()
-    log = server.proc.stderr.read().decode()
-    assert "idle -> running" in log
-    assert "running -> idle" in log
-    assert "select(timeout=" in log
+    text = "".join(server.log_lines) + server.proc.stderr.read().decode()
+    # "  1.2345 conn fd 7 recv 78 bytes" -> "conn fd 7 recv 78 bytes"
+    return [re.sub(r"^\s*\d+\.\d{4} ", "", line) for line in text.splitlines()]
+
+
+def assert_in_order(lines, patterns):
+    """Each pattern matches a line after the line the previous one matched."""
+    position = 0
+    for pattern in patterns:
+        regex = re.compile(pattern)
+        for index in range(position, len(lines)):
+            if regex.search(lines[index]):
+                position = index + 1
+                break
+        else:
+            context = "\n".join(lines[max(0, position - 5):position + 40])
+            pytest.fail("no line matching %r after line %d:\n%s" % (pattern, position, context))
+
+
+def test_a_keep_alive_request_is_narrated(cli_server):
+    server = cli_server("tests.apps.asgi_apps:hello", "--port", "0", "--trace")
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    for path in ("/first", "/second"):
+        client.request("GET", path)
+        assert client.getresponse().read() == b"Hello, world!"
+    client.close()
+    port = server.address[1]
+    lines = trace_of(server)
+    assert_in_order(lines, [
+        r"^loop fd \d+ is the wake-up pipe",
+        r"^loop register fd \d+ \(listener 127\.0\.0\.1:%d\) for R$" % port,
+        r"^loop select\(timeout=.*\) .*-> fd \d+ \(listener 127\.0\.0\.1:%d\) R" % port,
+        r"^conn accept fd (\d+) from 127\.0\.0\.1:\d+",
+        r"^loop register fd \d+ \(127\.0\.0\.1:\d+\) for R$",
+        r"^loop select\(timeout=.*-> fd \d+ \(127\.0\.0\.1:\d+\) R",
+        r"^conn fd \d+ recv \d+ bytes$",
+        r"^conn fd \d+ parser: head GET /first HTTP/1\.1$",
+        r"^conn fd \d+ (idle|reading head) -> running",
+        r"^app  AppTask-\d+ started: hello\(\) for GET /first",
+        r"^conn fd \d+ running -> idle",
+        r"^app  AppTask-\d+ finished: returned$",
+        r"^conn fd \d+ send \d+ bytes$",
+        # The same connection again: no accept, no register.
+        r"^conn fd \d+ parser: head GET /second HTTP/1\.1$",
+        r"^app  AppTask-\d+ started: hello\(\) for GET /second",
+        r"^conn fd \d+ send \d+ bytes$",
+        r"^conn fd \d+ recv: EOF",
+        r"^conn fd \d+ idle -> closed",
+        r"^loop unregister fd \d+ \(127\.0\.0\.1:\d+\)$",
+    ])
+    assert sum(1 for line in lines if line.startswith("conn accept fd")) == 1
+
+
+def test_a_streaming_response_reads_timer_task_send(cli_server):
+    server = cli_server("tests.integration.test_trace:paced", "--port", "0", "--trace")
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    client.request("GET", "/stream")
+    assert client.getresponse().read() == b"chunk 0\nchunk 1\nchunk 2\n"
+    client.close()
+    lines = trace_of(server)
+    task = r"AppTask-\d+"
+    one_chunk = [
+        r"^loop select\(timeout=0\.0\d\d, until asyncio\.sleep\(0\.01\) of %s\)" % task,
+        r"^loop timer fired after 0\.\d+s: asyncio\.sleep\(0\.01\) of %s ends" % task,
+        r"^loop select\(timeout=0, \d+ ready callbacks?: .*wake-up of %s" % task,
+        r"^app  %s resumed: asyncio\.sleep\(0\.01\) is over$" % task,
+        r"^conn fd \d+ send \d+ bytes$",
+    ]
+    assert_in_order(lines, [
+        r"^conn fd \d+ parser: head GET /stream HTTP/1\.1$",
+        r"^app  %s started: paced\(\) for GET /stream" % task,
+        r"^app  %s suspended in paced\(\) > sleep\(\), waiting on asyncio\.sleep\(0\.01\)$" % task,
+        r"^conn fd \d+ send \d+ bytes$",
+    ] + one_chunk + one_chunk + one_chunk + [
+        r"^conn fd \d+ running -> idle",
+        r"^app  %s finished: returned$" % task,
+    ])
+    assert not any("nothing ready" in line for line in lines)
+
+
+def test_topics_select_what_is_told(cli_server):
+    server = cli_server("tests.apps.asgi_apps:hello", "--port", "0", "--trace", "app")
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    lines = trace_of(server)
+    assert any(re.match(r"^app  AppTask-\d+ started: hello\(\)", line) for line in lines)
+    assert not any(line.startswith(("loop ", "conn ")) for line in lines)

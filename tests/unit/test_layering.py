@@ -74,7 +74,7 @@ def is_sans_io(name: str) -> bool:
 # Modules that only the listed modules may import, whatever their ranks: the
 # loop is handed to everything else, and only the ASGI cycles step coroutines.
 ONLY_IMPORTED_BY: Dict[str, Set[str]] = {
-    "task": {"asgi", "lifespan", "websocket", "websocket/asgi"},
+    "task": {"asgi", "lifespan", "websocket", "websocket/asgi", "trace"},
     "loop": {"worker", "trace", "cli"},
 }
 
@@ -268,7 +268,7 @@ def test_imports_are_resolved(name, source, expected):
     ("http11/parser", "from ..connection import Connection", "not below"),
     ("http11/parser", "from .writer import ResponseWriter", "not below"),
     ("connection", "from .loop import EventLoop", "only cli, trace, worker may import loop"),
-    ("wsgi", "from .task import AppTask", "only asgi, lifespan, websocket, websocket/asgi may import task"),
+    ("wsgi", "from .task import AppTask", "only asgi, lifespan, trace, websocket, websocket/asgi may import task"),
     ("loop", "from .errors import HTTPError", "not below"),
     ("errors", "import selectserver", "not below"),
     ("worker", "from .mystery import thing", "no place in LAYERS"),

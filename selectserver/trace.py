@@ -146,15 +146,23 @@ class Tracer:
             _parser_owners.pop(id(getattr(conn, "parser", None)), None)
         if "conn" not in self.topics:
             return
-        if len(event_and_new) == 2:
-            event, new = event_and_new
-            cause = _describe_event(event)
-        else:
-            new = event_and_new[0]
-            cause = self._guess_cause(conn, old, new)
         fd = _fd_of(conn)
+        if len(event_and_new) == 2:
+            cause = self._describe_event(fd, old, event_and_new[0])
+        else:
+            cause = self._guess_cause(conn, old, new)
         self.say("conn", "fd %s %s -> %s%s", fd, _state_name(old), _state_name(new),
                  " (%s)" % cause if cause else "")
+
+    def _describe_event(self, fd: Any, old: Any, event: Any) -> str:
+        """The event the connection named, with what the trace knows of it."""
+        cause = _describe_event(event)
+        if cause == "timeout":
+            cause = _TIMEOUTS.get(_state_name(old), _state_name(old) + " timeout")
+        elif cause == "peer gone" and fd in self.eof:
+            self.eof.discard(fd)
+            cause = "peer gone: EOF"
+        return cause
 
     def _guess_cause(self, conn: Any, old: Any, new: Any) -> str:
         # Until the connection names the event itself: what the trace saw.

@@ -93,3 +93,35 @@ def test_the_environment_may_say_yes_or_topics():
     assert cli.convert("trace", "loop", "SELECTSERVER_TRACE") == "loop"
     with pytest.raises(cli.ConfigError, match="SELECTSERVER_TRACE"):
         cli.convert("trace", "nonsense", "SELECTSERVER_TRACE")
+
+
+def test_a_state_change_says_its_cause():
+    import enum
+
+    class State(enum.Enum):
+        IDLE = "idle"
+        CLOSED = "closed"
+
+    class Event(enum.Enum):
+        TIMEOUT = "timeout"
+        PEER_GONE = "peer gone"
+
+    lines = Lines()
+    trace.log.addHandler(lines)
+    trace.log.setLevel(trace.TRACE)
+    tracer = trace.Tracer(FakeLoop(), frozenset(trace.TOPICS))
+    ours, theirs = socket.socketpair()
+    fd = ours.fileno()
+    try:
+        peer = Peer(ours)
+        tracer.on_transition(peer, State.IDLE, Event.TIMEOUT, State.CLOSED)
+        tracer.eof.add(fd)
+        tracer.on_transition(peer, State.IDLE, Event.PEER_GONE, State.CLOSED)
+    finally:
+        trace.log.removeHandler(lines)
+        ours.close()
+        theirs.close()
+    assert lines.lines == [
+        "conn fd %d idle -> closed (keep-alive timeout)" % fd,
+        "conn fd %d idle -> closed (peer gone: EOF)" % fd,
+    ]

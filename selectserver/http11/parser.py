@@ -109,6 +109,27 @@ _END = 6            # the body is complete; EndOfMessage not yet returned
 _PAUSED = 7         # EndOfMessage returned; waiting for next_request()
 _FAILED = 8         # an HTTPError was raised; it is raised again
 
+# region: states
+# The moves between those states and what makes each (docs/http11.md draws
+# this table).  The parser sets _state directly, for speed; the table stays
+# true because tests/unit/test_parser_states.py parses the whole corpus and
+# fails on a move missing here, or on a move here that never happens.
+STATE_NAMES = {_HEAD: "HEAD", _LENGTH_BODY: "LENGTH_BODY", _CHUNK_SIZE: "CHUNK_SIZE",
+               _CHUNK_DATA: "CHUNK_DATA", _CHUNK_CRLF: "CHUNK_CRLF", _TRAILERS: "TRAILERS",
+               _END: "END", _PAUSED: "PAUSED", _FAILED: "FAILED"}
+TRANSITIONS = {
+    "HEAD": {"head, no body": "END", "head, Content-Length": "LENGTH_BODY",
+             "head, chunked": "CHUNK_SIZE", "error": "FAILED"},
+    "LENGTH_BODY": {"its last byte": "END"},
+    "CHUNK_SIZE": {"size > 0": "CHUNK_DATA", "size 0": "TRAILERS", "error": "FAILED"},
+    "CHUNK_DATA": {"its last byte": "CHUNK_CRLF"},
+    "CHUNK_CRLF": {"CRLF": "CHUNK_SIZE", "error": "FAILED"},
+    "TRAILERS": {"empty line": "END", "error": "FAILED"},
+    "END": {"EndOfMessage": "PAUSED", "next_request()": "HEAD"},
+    "PAUSED": {"next_request()": "HEAD"},
+}
+# endregion: states
+
 _KNOWN_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 
 # The methods of RFC 9110 §9.3 and PATCH (RFC 5789), known to be tokens: a
@@ -305,6 +326,7 @@ class RequestParser:
         self._searched = 0
         self._line_searched = 0
 
+        # region: control-octets
         lines = head.split(b"\r\n")
         request_line = lines[0]
         if len(request_line) > limits.max_request_line_bytes:
@@ -314,6 +336,7 @@ class RequestParser:
         # not depend on how the head was split into feeds (see _incomplete_head).
         if len(head) - len(head.translate(None, FIELD_LINE_CONTROLS)) != 2 * (len(lines) - 1):
             raise BadRequest(_octet_error(lines))
+        # endregion: control-octets
         # The line has no CTL but maybe HTAB (checked above); what else
         # REQUEST_LINE_CHARS excludes is obs-text.  Cheaper than translate().
         if 9 in request_line or not request_line.isascii():

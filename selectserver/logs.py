@@ -60,23 +60,83 @@ class LogConfigError(ValueError):
     """``--log-config`` names a file that cannot be read or applied."""
 
 
-def configure(config: Any) -> None:
-    """Attach stderr/stdout handlers unless the user's logging config rules.
+# gunicorn's layout: a reader can sort, grep by process, and see the level.
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
-    Raises ``LogConfigError`` when ``--log-config`` cannot be applied.
+# What reopen() reopens: the --error-logfile and --access-logfile paths.
+_files: Dict[str, Optional[str]] = {"error": None, "access": None}
+_access_handler: Optional[logging.StreamHandler] = None
+
+
+def configure(config: Any) -> None:
+    """Attach the handlers the options ask for, unless the user's logging config rules.
+
+    ``--error-logfile`` becomes the process's stderr (descriptor 2), so that
+    tracebacks, ``faulthandler`` dumps and stray prints land there too;
+    ``--access-logfile`` gets a handler of its own.  Raises
+    ``LogConfigError`` when a file cannot be opened or ``--log-config``
+    cannot be applied.
     """
+    global _access_handler
     if config.log_config:
         load_config_file(config.log_config)
         return
+    _files["error"] = config.error_logfile if config.error_logfile not in (None, "-") else None
+    _files["access"] = config.access_logfile if config.access_logfile not in (None, "-") else None
+    if _files["error"]:
+        _open_error_log(_files["error"])
     level = _LEVELS[config.log_level]
-    formatter = logging.Formatter("%(levelname)s:     %(message)s")
+    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     for logger, stream in ((error_log, sys.stderr), (access_log, sys.stdout)):
         if not logger.handlers:
             handler = logging.StreamHandler(stream)
             handler.setFormatter(formatter)
             logger.addHandler(handler)
+            if logger is access_log:
+                _access_handler = handler
         logger.setLevel(level)
         logger.propagate = False
+    if _files["access"] and _access_handler is not None:
+        _access_handler.setStream(_open_access_log(_files["access"]))
+
+
+def _open_error_log(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LogConfigError("--error-logfile %s: %s" % (path, exc.strerror)) from None
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _open_access_log(path: str) -> Any:
+    try:
+        return open(path, "a", buffering=1, encoding="utf-8")
+    except OSError as exc:
+        raise LogConfigError("--access-logfile %s: %s" % (path, exc.strerror)) from None
+
+
+def reopen() -> None:
+    """SIGUSR1: reopen the log files (logrotate has moved them away).
+
+    A file that cannot be reopened (its directory is not writable by a
+    worker that dropped privileges, say) keeps the old one, with a warning.
+    """
+    if _files["error"]:
+        try:
+            _open_error_log(_files["error"])
+        except LogConfigError as exc:
+            error_log.warning("cannot reopen the log: %s", exc)
+    if _files["access"] and _access_handler is not None:
+        try:
+            old = _access_handler.setStream(_open_access_log(_files["access"]))
+        except LogConfigError as exc:
+            error_log.warning("cannot reopen the access log: %s", exc)
+        else:
+            if old is not None and old not in (sys.stdout, sys.stderr):
+                old.close()
 
 
 def load_config_file(path: str) -> None:

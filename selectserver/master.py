@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import faulthandler
 import logging
 import os
 import random
@@ -34,9 +35,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from . import __version__
+from . import __version__, logs
 from .config import Config, ConfigError
 from .logs import AccessLog
 from .proxy import TrustedProxies
@@ -73,17 +74,31 @@ MESSAGE_READY = b"R"
 MESSAGE_BEAT = b"."
 MESSAGE_MAX_REQUESTS = b"M"
 
-_HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+_HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD",
+                    "SIGUSR1")
+
+# --timeout-worker: the stuck worker is sent SIGUSR2 (its faulthandler
+# writes every thread's stack to the log), and SIGKILL this much later.
+STACK_DUMP_S = 1.0
 
 
 def run(config: Config) -> int:
     """Bind, serve until stopped, and return the process exit code."""
+    log.info("selectserver %s, master process %d", __version__, os.getpid())
+    if config.umask is not None:
+        os.umask(config.umask)
+    if config.chdir:
+        # First: every relative path (app dir, TLS files, pid file) is read from there.
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            log.error("--chdir %s: %s", config.chdir, exc.strerror)
+            return EXIT_USAGE
     try:
         check_options(config)
     except (ConfigError, TLSConfigError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    log.info("selectserver %s, master process %d", __version__, os.getpid())
     if config.preload:
         try:
             config = preload(config)
@@ -109,6 +124,7 @@ def run(config: Config) -> int:
                 return Master(config, listeners).run()
             # No fork (or not the main thread, where signals cannot be had):
             # serve in this process, unsupervised.
+            drop_privileges(worker_identity(config))
             return Worker(config, listeners, on_ready=lambda: announce(listeners, config)).run(
                 install_signals=threading.current_thread() is threading.main_thread())
         finally:
@@ -137,8 +153,52 @@ def check_options(config: Config) -> None:
         # by importing it.
         raise ConfigError("%s needs the app as an import string (\"module:attribute\"), not an object"
                           % ("reload=True" if config.reload else "workers=%d" % config.workers))
+    worker_identity(config)
     if config.preload and config.reload:
         raise ConfigError("--reload cannot work with --preload: the master would keep the old code")
+
+
+def worker_identity(config: Config) -> Optional[Tuple[int, int]]:
+    """``(uid, gid)`` of ``--user``/``--group``, or None when neither is given.
+
+    Raises ``ConfigError`` for an unknown name, or when switching needs root
+    and we are not.
+    """
+    if not config.user and not config.group:
+        return None
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(config.user)) if (config.user or "").isdigit() else (
+            pwd.getpwnam(config.user) if config.user else pwd.getpwuid(os.getuid()))
+    except KeyError:
+        raise ConfigError("--user %s: no such user" % config.user) from None
+    uid, gid = entry.pw_uid, entry.pw_gid
+    if config.group:
+        try:
+            gid = int(config.group) if config.group.isdigit() else grp.getgrnam(config.group).gr_gid
+        except KeyError:
+            raise ConfigError("--group %s: no such group" % config.group) from None
+    if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
+        raise ConfigError("--user/--group need the server to be started as root")
+    return uid, gid
+
+
+def drop_privileges(identity: Optional[Tuple[int, int]]) -> None:
+    """Become ``(uid, gid)``: group first, while we may still change it."""
+    if identity is None or os.geteuid() != 0:
+        return
+    import pwd
+
+    uid, gid = identity
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        os.initgroups(name, gid)
+    except KeyError:
+        os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
 
 
 def can_fork() -> bool:
@@ -321,6 +381,11 @@ class Master:
             if not self.stopping:
                 log.info("Shutting down gracefully (%s); a second CTRL+C stops at once.", name)
                 self._stop("graceful", now)
+        elif signum == signal.SIGUSR1:
+            log.info("SIGUSR1: reopening the log files")
+            logs.reopen()
+            for worker in self.workers.values():
+                self._kill(worker, signal.SIGUSR1)
         elif self.stopping:
             return
         elif signum == signal.SIGHUP:
@@ -410,6 +475,10 @@ class Master:
                 # Meant for the master (sent to the whole process group, say).
                 signal.signal(getattr(signal, name), signal.SIG_IGN)
             signal.signal(signal.SIGQUIT, _exit_at_once)
+            # Until the worker's loop handles it (logs.reopen), SIGUSR1's
+            # default would end the worker.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            faulthandler.register(signal.SIGUSR2, all_threads=True)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self.selector.fileno())   # not unregister(): the epoll set is shared
             os.close(self._wakeup_read)
@@ -420,6 +489,8 @@ class Master:
                 for sock in sockets:
                     if sock not in listeners:
                         sock.close()
+            # After binding (port 80 needs root), before the app runs.
+            drop_privileges(worker_identity(self.config))
             worker = Worker(self.config, listeners, on_ready=heartbeat.ready)
             worker.heartbeat = heartbeat
             code = worker.run()
@@ -539,11 +610,13 @@ class Master:
                     worker.killed = True
                     self._kill(worker, signal.SIGKILL)
             elif now - worker.last_heard > self.config.timeout_worker_s:
-                log.error("Worker %d %s for %.0fs; killing it", worker.pid,
-                          "was stuck" if worker.ready else "did not boot",
+                log.error("Worker %d %s for %.0fs; its stack follows, then it is killed",
+                          worker.pid, "was stuck" if worker.ready else "did not boot",
                           now - worker.last_heard)
-                worker.killed = True
-                self._kill(worker, signal.SIGKILL)
+                # faulthandler writes from its C signal handler, even while
+                # the worker's Python code is stuck; the kill follows later.
+                self._kill(worker, signal.SIGUSR2)
+                worker.kill_at = now + STACK_DUMP_S
 
     # -- replacing workers -------------------------------------------------------------
 

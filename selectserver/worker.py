@@ -291,6 +291,12 @@ class Worker:
         loop = self.loop
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        if hasattr(signal, "SIGUSR1"):
+            loop.add_signal_handler(signal.SIGUSR1, self._on_reopen_signal)
+
+    def _on_reopen_signal(self) -> None:
+        logs.reopen()
+        log.info("Worker %d reopened its log files", os.getpid())
 
     def _on_stop_signal(self, signum: int) -> None:
         if self._stopping is not None and self._stopping.done():

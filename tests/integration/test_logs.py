@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -20,7 +21,8 @@ def test_access_log_format(app_dir):
         get(server.address, "/version?q=1", headers={"User-Agent": 'evil"\tagent'})
         wait_until(lambda: any("/version" in line for line in server.output), message="an access line")
         line = [line for line in server.output if "/version" in line][0]
-        assert line.startswith("INFO:     127.0.0.1 \"GET /version?q=1 HTTP/1.1\" 200 2 ")
+        assert re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[INFO\] "
+                        r"127\.0\.0\.1 \"GET /version\?q=1 HTTP/1\.1\" 200 2 ", line), line
         assert '"evil\\x22\\x09agent" v1 ' in line
         assert line.rstrip().endswith("ms")
     finally:

@@ -424,7 +424,10 @@ def _attach_stand_ins(tracer: Tracer, fd: int, data: Any) -> None:
     if hasattr(data, "parser"):
         # A connection.  A TLS socket stays itself: code that asks whether a
         # socket is TLS must get the true answer (sendfile would bypass TLS).
-        if type(sock).__name__ != "SSLSocket" and not isinstance(sock, TracingSocket):
+        if type(sock).__name__ == "SSLSocket":
+            if fd not in tracer.interest:
+                tracer.say("conn", "fd %d speaks TLS: its recv/send are not traced", fd)
+        elif not isinstance(sock, TracingSocket):
             data.sock = TracingSocket(sock, fd, tracer)
             tracer.eof.discard(fd)
         parser = data.parser
@@ -631,13 +634,17 @@ class TracingAppTask(AppTask):
         tracer = _tracers.get(self._loop)
         if tracer is not None:
             tracer.announced = self
+            described = tracer.describe_future(future)
+            if described.startswith("a "):
+                described = "the %s it waited on" % described[2:]
             if future.cancelled():
-                how = "its %s was cancelled" % tracer.describe_future(future)
+                how = "%s was cancelled" % described
             elif future.exception() is not None:
-                how = "its %s failed: %s" % (tracer.describe_future(future), type(future.exception()).__name__)
+                how = "%s failed: %s" % (described, type(future.exception()).__name__)
+            elif described.startswith("asyncio.sleep"):
+                how = "%s is over" % described
             else:
-                described = tracer.describe_future(future)
-                how = ("%s is over" if described.startswith("asyncio.sleep") else "its %s is done") % described
+                how = "%s is done" % described
             tracer.sleeps.pop(id(future), None)
             tracer.say("app", "%s resumed: %s", self.get_name(), how)
         super()._wakeup(future)

@@ -115,3 +115,33 @@ def test_topics_select_what_is_told(cli_server):
     lines = trace_of(server)
     assert any(re.match(r"^app  AppTask-\d+ started: hello\(\)", line) for line in lines)
     assert not any(line.startswith(("loop ", "conn ")) for line in lines)
+
+
+def test_a_websocket_is_labelled_once_upgraded(cli_server):
+    import base64
+    import os
+
+    server = cli_server("tests.apps.ws_apps:echo", "--port", "0", "--trace")
+    with socket.create_connection(server.address, timeout=10) as sock:
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101")
+        mask = b"\x01\x02\x03\x04"
+        sock.sendall(b"\x81\x82" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi")))
+        echoed = answer.partition(b"\r\n\r\n")[2]
+        while len(echoed) < 4:
+            echoed += sock.recv(4096)
+        assert echoed == b"\x81\x02hi"
+    lines = trace_of(server)
+    assert_in_order(lines, [
+        r"^conn fd \d+ running -> upgraded",
+        r"^app  AppTask-\d+ suspended in echo\(\) > receive\(\), waiting on a Future$",
+        r"^loop select\(.*-> fd \d+ \(websocket 127\.0\.0\.1:\d+\) R",
+        r"^conn fd \d+ recv 8 bytes$",
+        r"^app  AppTask-\d+ resumed: the Future it waited on is done$",
+        r"^conn fd \d+ send 4 bytes$",
+    ])

@@ -15,7 +15,8 @@ heart, the run-once step:
        connections that queued answers meanwhile send them
        (``flush_after_events``: all reads of a batch, then all sends);
     4. move due timers to the ready queue;
-    5. run the callbacks that were ready when this step began.
+    5. run the callbacks queued by now (those they queue wait for the
+       next turn, after another ``select()``).
 
 Server connections sit on the same selector as asyncio's sockets, with the
 connection object itself as the selector key's ``data``.  That one choice

@@ -16,7 +16,8 @@ line per step, with the time since the trace began and a topic:
 
 The code it watches does not know it is watched.  Turning the trace on puts
 stand-ins in place, and only then: the loop's selector is wrapped in a
-``TracingSelector``; when a listener or a connection registers with it, its
+``TracingSelector`` (which also swaps the ready queue for a deque that says
+what the loop takes from it); when a listener or a connection registers with it, its
 socket is wrapped in a tracing proxy and its parser becomes a
 ``TracingParser`` (the same object, a subclass with no fields of its own);
 an ``AppTask`` becomes a ``TracingAppTask`` the same way when it starts.
@@ -37,6 +38,7 @@ docs/trace.md reads a whole trace, line by line.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import os
@@ -128,6 +130,8 @@ class Tracer:
         self.announced: Optional[AppTask] = None
         # Futures of asyncio.sleep() by id, with their delay.
         self.sleeps: Dict[int, float] = {}
+        # The ready callbacks the last select() line named, by id.
+        self.named_handles: set = set()
 
     def say(self, topic: str, text: str, *args: Any) -> None:
         if topic in self.topics:
@@ -213,6 +217,14 @@ class Tracer:
             return "%s of %s" % ("wake-up" if name == "_wakeup" else "step", owner.get_name())
         if name == "_tick" and type(owner).__name__ == "Worker":
             return "the worker tick"
+        if name == "_read_from_self":
+            return "empty the wake-up pipe"
+        if name == "submit_started":
+            return "hand the WSGI requests of this turn to the thread pool"
+        if name == "_run_batch" and hasattr(owner, "_pending"):
+            asked = [getattr(c, "__name__", "?").strip("_") for c, _ in list(owner._pending)]
+            return "do what WSGI threads asked: %s" % (", ".join(asked[:4]) + (", ..." if len(asked) > 4 else "")
+                                                     if asked else "nothing left")
         if type(callback).__name__ == "TaskStepMethWrapper":
             return "a step of an asyncio task"
         if isinstance(owner, asyncio.Task):
@@ -254,7 +266,17 @@ class TracingSelector:
 
     def select(self, timeout: Optional[float] = None) -> List[Tuple[Any, int]]:
         tracer = self.tracer
+        loop = tracer.loop
+        ready_queue = getattr(loop, "_ready", None)
+        if ready_queue is not None and type(ready_queue) is collections.deque:
+            # Swapped here, between two turns' callbacks, with its contents:
+            # a loop that reads loop._ready at every pop sees one queue, and
+            # one that kept it in a local for this turn still runs it.
+            loop._ready = TracingReadyQueue(ready_queue, tracer)
+            ready_queue.clear()
         why = _why(tracer, timeout) if "loop" in tracer.topics else ""
+        # Named in this select's line already: their turn to run says nothing.
+        tracer.named_handles = set(map(id, loop._ready)) if timeout == 0 else set()
         began = time.monotonic()
         ready = self.selector.select(timeout)
         if "loop" in tracer.topics:
@@ -299,6 +321,29 @@ def _why(tracer: Tracer, timeout: Optional[float]) -> str:
         top = scheduled[0]
         return "until " + tracer.describe_callback(top._callback, top._args)
     return ""
+
+
+class TracingReadyQueue(collections.deque):
+    """The loop's ready queue, saying which callback the loop runs next.
+
+    Callbacks that other lines already tell of are not repeated: timers
+    (they say they fired), a task's steps (the task says it resumed).
+    """
+
+    def __init__(self, items: Any, tracer: Tracer) -> None:
+        super().__init__(items)
+        self.tracer = tracer
+
+    def popleft(self) -> Any:
+        handle = super().popleft()
+        callback = getattr(handle, "_callback", None)
+        if (not getattr(handle, "_cancelled", False) and not isinstance(callback, _Timer)
+                and id(handle) not in self.tracer.named_handles):
+            owner = getattr(callback, "__self__", None)
+            if not isinstance(owner, AppTask) and "loop" in self.tracer.topics:
+                self.tracer.say("loop", "run callback: %s",
+                                self.tracer.describe_callback(callback, getattr(handle, "_args", ())))
+        return handle
 
 
 class _Timer:

@@ -217,6 +217,12 @@ class Tracer:
             return "%s of %s" % ("wake-up" if name == "_wakeup" else "step", owner.get_name())
         if name == "_tick" and type(owner).__name__ == "Worker":
             return "the worker tick"
+        if name == "_guarded" and len(args) == 2:
+            target, method = args
+            who = (_peer(getattr(target, "client", None)) if hasattr(target, "parser")
+                   else "the listener")
+            return "%s() of %s (--loop asyncio: a reader's turn comes through the ready queue)" % (
+                getattr(method, "__name__", "?"), who)
         if name == "_read_from_self":
             return "empty the wake-up pipe"
         if name == "submit_started":
@@ -244,7 +250,7 @@ class TracingSelector:
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> Any:
         key = self.selector.register(fileobj, events, data)
-        _attach_stand_ins(self.tracer, key.fd, data)
+        _attach_stand_ins(self.tracer, key.fd, _owner(data))
         self.tracer.interest[key.fd] = events
         self.tracer.say("loop", "register fd %d (%s) for %s", key.fd, _label(self.tracer, key), _events(events))
         return key
@@ -402,16 +408,32 @@ def _events(mask: int) -> str:
     return ("R" if mask & EVENT_READ else "") + ("W" if mask & EVENT_WRITE else "") or "nothing"
 
 
+def _owner(data: Any) -> Any:
+    """The listener or connection behind a selector key's data.
+
+    On ``--loop asyncio`` a connection is watched through asyncio's
+    ``add_reader()``: the data is a pair of handles calling
+    ``StockLoop._guarded(conn, method)``.
+    """
+    if isinstance(data, tuple) and len(data) == 2:
+        for handle in data:
+            if handle is not None and getattr(handle._callback, "__name__", "") == "_guarded":
+                return handle._args[0]
+    return data
+
+
 def _label(tracer: Tracer, key: Any) -> str:
     """What an fd is, for a reader: listener, peer address, wake-up pipe, websocket."""
     data = key.data
     if isinstance(data, tuple):
         if key.fd == _wake_up_fd(tracer.loop):
             return "wake-up pipe"
-        reader, writer = data
-        handle = reader or writer
-        owner = getattr(getattr(handle, "_callback", None), "__self__", None)
-        return "asyncio %s" % (type(owner).__name__ if owner is not None else "socket")
+        owner = _owner(data)
+        if owner is data:
+            handle = data[0] or data[1]
+            owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+            return "asyncio %s" % (type(owner).__name__ if owner is not None else "socket")
+        data = owner
     if hasattr(data, "parser"):
         peer = _peer(getattr(data, "client", None))
         return "websocket " + peer if _state_name(getattr(data, "state", None)) == "upgraded" else peer

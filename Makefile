@@ -3,6 +3,7 @@
 #   make run           serve the demo app (standard library only, no venv needed)
 #   make test          install what the tests need, run the whole suite on python3
 #   make test-matrix   the suite on pyenv's CPython 3.9.x and 3.13.x and Debian's pypy3
+#   make tutorial      run the tutorial's step servers and show what each does (docs/tutorial/)
 #   make bench-setup   install the benchmark peers (see benchmarks/)
 #   make bench         a quick comparison run; make bench-full for the full one
 #   make clean         remove virtualenvs and build leftovers
@@ -99,13 +100,18 @@ run_suite() {
 }
 endef
 
-.PHONY: help run test test-matrix system-deps bench-setup bench bench-full clean
+.PHONY: help run test test-matrix system-deps tutorial bench-setup bench bench-full clean
 
 help:
-	@sed -n '3,8s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 run:
 	$(PYTHON) -m selectserver selectserver.demo:app $(ARGS)
+
+# Standard library only, like `make run`: each step is started on port 0 and
+# talked to with raw sockets (docs/tutorial/tour.py; tests/tutorial checks the same).
+tutorial:
+	$(PYTHON) docs/tutorial/tour.py
 
 system-deps:
 	@$(SHELL_LIBRARY)

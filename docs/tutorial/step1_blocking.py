@@ -24,6 +24,7 @@ def make_listener(host, port):
     return listener
 
 
+# region: read_head
 def read_head(sock, buffer):
     """Receive until a blank line ends a request head.
 
@@ -36,6 +37,7 @@ def read_head(sock, buffer):
         buffer += chunk
     head, _, rest = buffer.partition(b"\r\n\r\n")
     return head, rest
+# endregion: read_head
 
 
 def parse_head(head):
@@ -64,6 +66,7 @@ def app(method, target):
     return b"Hello from step 1: " + method.encode() + b" " + target.encode() + b"\n"
 
 
+# region: serve_connection
 def serve_connection(sock):
     """Answer requests on one connection until the client closes it."""
     buffer = b""
@@ -86,8 +89,10 @@ def serve_connection(sock):
         sock.sendall(response("200 OK", app(method, target), keep_alive))
         if not keep_alive:
             return
+# endregion: serve_connection
 
 
+# region: serve
 def serve(listener):
     """Accept one client, serve it to the end, then the next one."""
     while True:
@@ -98,8 +103,10 @@ def serve(listener):
             pass                              # a reset or a malformed head: drop it
         finally:
             sock.close()
+# endregion: serve
 
 
+# region: main
 def main(serve, doc, port, options=(), argv=None):
     """Parse the command line, listen, print the address, serve until Ctrl+C.
 
@@ -119,6 +126,7 @@ def main(serve, doc, port, options=(), argv=None):
         serve(listener, **args)
     except KeyboardInterrupt:
         pass
+# endregion: main
 
 
 if __name__ == "__main__":

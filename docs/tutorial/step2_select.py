@@ -25,6 +25,7 @@ def app(method, target):
     return b"Hello from step 2: " + method.encode() + b" " + target.encode() + b"\n"
 
 
+# region: on_readable
 def on_readable(sock, clients):
     """One recv() on a client socket, and the answer if it holds a request."""
     try:
@@ -49,8 +50,10 @@ def on_readable(sock, clients):
         pass
     clients.remove(sock)
     sock.close()
+# endregion: on_readable
 
 
+# region: serve
 def serve(listener):
     listener.setblocking(False)
     clients = []
@@ -67,6 +70,7 @@ def serve(listener):
                 clients.append(client)
             else:
                 on_readable(sock, clients)
+# endregion: serve
 
 
 if __name__ == "__main__":

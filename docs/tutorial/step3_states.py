@@ -18,6 +18,7 @@ import sys
 from step1_blocking import main, parse_head, response
 
 
+# region: states
 class State(enum.Enum):
     READING = "reading"      # waiting for (the rest of) a request
     WRITING = "writing"      # a response is partly sent; waiting to send more
@@ -33,6 +34,7 @@ TRANSITIONS = {
 
 # What each state waits for; a closed socket is not in the selector.
 INTEREST = {State.READING: selectors.EVENT_READ, State.WRITING: selectors.EVENT_WRITE}
+# endregion: states
 
 
 def app(method, target):
@@ -51,6 +53,7 @@ class Connection:
         self.state = State.READING
         selector.register(sock, INTEREST[self.state], self)
 
+    # region: set_state
     def set_state(self, new):
         """The one place the state changes; the selector follows it."""
         if new not in TRANSITIONS[self.state]:
@@ -61,7 +64,9 @@ class Connection:
             self.sock.close()
         else:
             self.selector.modify(self.sock, INTEREST[new], self)
+    # endregion: set_state
 
+    # region: on_readable
     def on_readable(self):
         try:
             data = self.sock.recv(65536)
@@ -74,7 +79,9 @@ class Connection:
             return
         self.received += data
         self.serve_buffered()
+    # endregion: on_readable
 
+    # region: serve_buffered
     def serve_buffered(self):
         """Answer the complete requests in the buffer, in order, each one
         once the answer before it is sent whole."""
@@ -92,7 +99,9 @@ class Connection:
             body = app(method, target)
             self.to_send = memoryview(response("200 OK", body, self.keep_alive))
             self.send_some()            # send at once: most responses fit
+    # endregion: serve_buffered
 
+    # region: sending
     def send_some(self):
         try:
             sent = self.sock.send(self.to_send)
@@ -113,8 +122,10 @@ class Connection:
     def on_writable(self):
         self.send_some()
         self.serve_buffered()           # a pipelined request may be waiting
+    # endregion: sending
 
 
+# region: serve
 def serve(listener):
     listener.setblocking(False)
     selector = selectors.DefaultSelector()  # epoll on Linux
@@ -132,6 +143,7 @@ def serve(listener):
                 key.data.on_readable()
             elif events & selectors.EVENT_WRITE:
                 key.data.on_writable()
+# endregion: serve
 
 
 if __name__ == "__main__":

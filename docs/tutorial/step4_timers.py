@@ -22,6 +22,7 @@ from step1_blocking import main, response
 from step3_states import State
 
 
+# region: timers
 class Timers:
     """Callbacks due at a time, in a heap: the earliest is always first."""
 
@@ -48,6 +49,7 @@ class Timers:
             callback = heapq.heappop(self.heap)[2]
             if callback is not None:
                 callback()
+# endregion: timers
 
 
 class Connection(step3.Connection):
@@ -59,6 +61,7 @@ class Connection(step3.Connection):
         super().__init__(selector, sock)
         self.update_deadline()
 
+    # region: update_deadline
     def update_deadline(self):
         """Start the deadline of what the connection now waits for, unless
         it already runs: trickling bytes into a head does not extend it."""
@@ -75,12 +78,14 @@ class Connection(step3.Connection):
         if waiting_for is not None:
             when = time.monotonic() + self.timeouts[waiting_for]
             self.timer = self.timers.call_at(when, self.on_timeout)
+    # endregion: update_deadline
 
     def set_state(self, new):
         super().set_state(new)
         if new is State.CLOSED and self.timer is not None:
             self.timers.cancel(self.timer)
 
+    # region: on_timeout
     def on_timeout(self):
         self.timer = None
         if self.waiting_for == "head":
@@ -91,8 +96,10 @@ class Connection(step3.Connection):
                 pass
         # An idle keep-alive connection is closed without a word.
         self.set_state(State.CLOSED)
+    # endregion: on_timeout
 
 
+# region: serve
 def serve(listener, keep_alive_timeout=5.0, head_timeout=10.0):
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
@@ -118,6 +125,7 @@ def serve(listener, keep_alive_timeout=5.0, head_timeout=10.0):
             if conn.state is not State.CLOSED:
                 conn.update_deadline()
         timers.run_due(time.monotonic())
+# endregion: serve
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from step1_blocking import main, parse_head, response
 from step5_task import TIMERS, Task, sleep
 
 
+# region: app
 async def app(scope, receive, send):
     """An ASGI 3 app; /sleep?S answers after S seconds without holding up others."""
     request = await receive()
@@ -28,8 +29,10 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
+# endregion: app
 
 
+# region: states
 class State(enum.Enum):
     READING = "reading"
     RUNNING = "running"     # the app has the request; it may be waiting on a Future
@@ -42,6 +45,7 @@ TRANSITIONS = {State.READING: {State.RUNNING, State.CLOSED},
                State.WRITING: {State.READING, State.CLOSED}, State.CLOSED: set()}
 # While the app runs we still read: to buffer a pipelined request, and see EOF.
 INTEREST = {State.READING: selectors.EVENT_READ, State.RUNNING: selectors.EVENT_READ,
+# endregion: states
             State.WRITING: selectors.EVENT_WRITE}
 STATUS = {200: "200 OK", 500: "500 Internal Server Error", 504: "504 Gateway Timeout"}
 
@@ -76,6 +80,7 @@ class Connection:
         self.received += data
         self.serve_buffered()
 
+    # region: serve_buffered
     def serve_buffered(self):
         head, found, rest = self.received.partition(b"\r\n\r\n")
         if self.state is not State.READING or not found:
@@ -106,7 +111,9 @@ class Connection:
         self.deadline = TIMERS.call_at(time.monotonic() + self.app_timeout,
                                        lambda: self.task.throw(TimeoutError()))
         self.task.step()        # the first step runs now, not on a later turn
+    # endregion: serve_buffered
 
+    # region: on_app_done
     def on_app_done(self, error):
         TIMERS.cancel(self.deadline)
         if self.state is State.CLOSED:
@@ -116,6 +123,7 @@ class Connection:
             self.body, self.keep_alive = b"%d\n" % self.status, False
         self.to_send = memoryview(response(STATUS[self.status], self.body, self.keep_alive))
         self.on_writable()
+    # endregion: on_app_done
 
     def on_writable(self):
         try:

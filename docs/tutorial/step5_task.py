@@ -15,6 +15,7 @@ from step4_timers import Timers
 TIMERS = Timers()   # the one loop's timers; asyncio's get_running_loop() in miniature
 
 
+# region: future
 class Future:
     """A result that is not there yet.  ``await future`` waits for it."""
 
@@ -36,8 +37,10 @@ def sleep(seconds):
     future = Future()
     TIMERS.call_at(time.monotonic() + seconds, lambda: future.set_result(None))
     return future
+# endregion: future
 
 
+# region: task
 class Task:
     """Steps a coroutine: send() runs it to its next await of a Future."""
 
@@ -65,3 +68,4 @@ class Task:
     def throw(self, error):
         self.waiting_on = None
         self.step(error=error)
+# endregion: task

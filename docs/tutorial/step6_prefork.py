@@ -24,6 +24,7 @@ def log(message):
     print("[master %d] %s" % (os.getpid(), message), flush=True)
 
 
+# region: spawn
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
@@ -48,6 +49,7 @@ def spawn(listener, app_timeout):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     log("worker %d started" % pid)
     return pid
+# endregion: spawn
 
 
 def how_it_ended(status):
@@ -55,6 +57,7 @@ def how_it_ended(status):
     return "killed by %s" % signal.Signals(-code).name if code < 0 else "exit code %d" % code
 
 
+# region: serve
 def serve(listener, workers=2, app_timeout=30.0):
     # A signal can arrive at any instruction; its handler only queues it.
     # set_wakeup_fd makes the kernel-level handler also write a byte to a
@@ -89,6 +92,7 @@ def serve(listener, workers=2, app_timeout=30.0):
                 log("worker %d %s; starting a new one" % (pid, how_it_ended(status)))
                 children.add(spawn(listener, app_timeout))
     log("stopped")
+# endregion: serve
 
 
 if __name__ == "__main__":

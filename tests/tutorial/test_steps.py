@@ -39,7 +39,9 @@ def test_each_step_is_short():
     for name in sorted(os.listdir(TUTORIAL)):
         if name.startswith("step") and name.endswith(".py"):
             with open(os.path.join(TUTORIAL, name)) as file:
-                assert len(file.read().splitlines()) <= 160, name
+                # The region markers the chapters quote by do not count.
+                code = [line for line in file if "# region: " not in line and "# endregion: " not in line]
+            assert len(code) <= 160, name
 
 
 def test_a_task_steps_a_coroutine_by_hand():

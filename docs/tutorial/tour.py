@@ -29,15 +29,18 @@ PATIENCE_S = 20.0   # the bound on every wait for something that must happen
 class Step:
     """A step server in a child process, with its output collected."""
 
-    def __init__(self, script, *args):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", os.path.join(HERE, script), "--port", "0"] + list(args),
-            cwd=HERE, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    def __init__(self, script, *args, argv=None, cwd=HERE, env=None):
+        """Start ``script`` on port 0, or the command ``argv`` (which must
+        choose port 0 itself), and wait for the address it reports."""
+        if argv is None:
+            argv = [sys.executable, "-u", os.path.join(HERE, script), "--port", "0"] + list(args)
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
         self.changed = threading.Condition()
         threading.Thread(target=self._collect, daemon=True).start()
-        first = self.wait_for_line("listening on http://")
-        host, port = first.split("//", 1)[1].rsplit(":", 1)
+        first = self.wait_for_line("istening on http://")
+        host, port = first.split("//", 1)[1].split()[0].rsplit(":", 1)
         self.address = (host, int(port))
 
     def _collect(self):
@@ -58,7 +61,7 @@ class Step:
                 for line in self.lines[after:]:
                     if line is None:
                         raise AssertionError("%s ended without printing %r: %s"
-                                             % (self.proc.args[2], text, self.lines))
+                                             % (" ".join(self.proc.args), text, self.lines))
                     if text in line:
                         return line
                 left = deadline - time.monotonic()

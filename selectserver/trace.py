@@ -85,7 +85,7 @@ def parse_topics(value: Union[bool, str, None]) -> FrozenSet[str]:
     return frozenset(topics)
 
 
-def install(loop: Any, server: Any, worker: Any = None) -> "Tracer":
+def install(loop: Any, server: Any) -> "Tracer":
     """Trace ``loop`` and the connections of ``server`` (``server.config.trace``
     says which topics)."""
     logging.addLevelName(TRACE, "TRACE")
@@ -160,7 +160,7 @@ class Tracer:
 
     def _describe_event(self, fd: Any, old: Any, event: Any) -> str:
         """The event the connection named, with what the trace knows of it."""
-        cause = _describe_event(event)
+        cause = _event_name(event)
         if cause == "timeout":
             cause = _TIMEOUTS.get(_state_name(old), _state_name(old) + " timeout")
         elif cause == "peer gone" and fd in self.eof:
@@ -472,7 +472,7 @@ def _state_name(state: Any) -> str:
     return value if isinstance(value, str) else getattr(state, "name", str(state)).lower()
 
 
-def _describe_event(event: Any) -> str:
+def _event_name(event: Any) -> str:
     value = getattr(event, "value", None)
     if isinstance(value, str):
         return value

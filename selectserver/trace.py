@@ -48,6 +48,7 @@ from asyncio import futures
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from . import task as task_module
+from .errors import HTTPError
 from .http11.events import Data, EndOfMessage, Request
 from .http11.parser import RequestParser
 from .loop import EVENT_READ, EVENT_WRITE
@@ -597,7 +598,14 @@ class TracingParser(RequestParser):
     __slots__ = ()   # same layout as RequestParser: an object can switch class
 
     def next_event(self) -> Any:
-        event = super().next_event()
+        try:
+            event = super().next_event()
+        except HTTPError as exc:
+            owner = _parser_owners.get(id(self))
+            if owner is not None:
+                tracer, fd = owner
+                tracer.say("conn", "fd %d parser: %d %s", fd, exc.status, exc.detail)
+            raise
         cls = event.__class__
         if cls is Request or cls is Data or cls is EndOfMessage:
             owner = _parser_owners.get(id(self))

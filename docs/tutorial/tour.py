@@ -164,6 +164,7 @@ def check(condition, message):
 # -- one function per step: what it serves and the failure it shows ---------
 
 def step1(say):
+    """step1_blocking.py: a second client waits while the first keeps its connection"""
     with Step("step1_blocking.py") as server:
         first = connect(server.address)
         first.send(request("/first"))
@@ -183,6 +184,7 @@ def step1(say):
 
 
 def step2(say):
+    """step2_select.py: nobody waits, but one recv() is not a request and one send() is not a response"""
     with Step("step2_select.py") as server:
         silent = connect(server.address)
         say("client 1 connects and sends nothing")
@@ -207,6 +209,7 @@ def step2(say):
 
 
 def step3(say):
+    """step3_states.py: buffers and states: split heads, pipelining, big responses"""
     with Step("step3_states.py") as server:
         sock = connect(server.address)
         sock.send(b"GET /split HTTP/1.1\r\n")
@@ -227,6 +230,7 @@ def step3(say):
 
 
 def step4(say):
+    """step4_timers.py: a slowloris holds step 1; step 4 answers it 408 at its deadline"""
     with Step("step1_blocking.py") as server:
         slow = connect(server.address)
         slow.send(b"GET /slowloris HTTP/1.1\r\nHost: tut")
@@ -256,6 +260,7 @@ def step4(say):
 
 
 def step5(say):
+    """step5_coroutines.py: an app that waits does not hold up others; throw() at its deadline"""
     with Step("step5_coroutines.py", "--app-timeout", "1") as server:
         sleeper = connect(server.address)
         sleeper.send(request("/sleep?60"))
@@ -274,6 +279,7 @@ def step5(say):
 
 
 def step6(say):
+    """step6_prefork.py: a worker killed with kill -9 is replaced; SIGTERM stops all"""
     server = Step("step6_prefork.py", "--workers", "2")
     try:
         started = [server.wait_for_line("started", after=1), server.wait_for_line("started", after=2)]
@@ -306,7 +312,7 @@ def main(argv):
     chosen = [int(arg) for arg in argv] or range(1, len(STEPS) + 1)
     for number in chosen:
         step = STEPS[number - 1]
-        print("== step %d: %s" % (number, step.__name__))
+        print("== step %d, %s" % (number, step.__doc__))
         step(lambda text: print("   " + text))
     print("== every step behaved as its chapter says")
 

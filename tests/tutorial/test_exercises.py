@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from tests.tutorial.excerpts import find_excerpt
 from tests.tutorial.test_steps import TUTORIAL, load
 
 ROOT = os.path.dirname(TUTORIAL.rstrip(os.sep).rsplit(os.sep, 1)[0])
@@ -29,35 +30,6 @@ tour = load("tour")
 def excerpts():
     with open(PAGE) as file:
         return {(name, side): block.splitlines() for name, side, block in EXPECT.findall(file.read())}
-
-
-def line_pattern(line):
-    # Leading blanks vary with the width of a timestamp; they do not count.
-    return re.compile(re.sub(r"\\?\d+", r"\\d+", re.escape(line.strip())) + r"$")
-
-
-def find_excerpt(excerpt, output):
-    """The index in ``output`` after the excerpt, or raise AssertionError."""
-    groups, group = [], []
-    for line in excerpt:
-        if line.strip() == "...":
-            groups.append(group)
-            group = []
-        else:
-            group.append(line_pattern(line))
-    groups.append(group)
-    start = 0
-    for group in groups:
-        if not group:
-            continue
-        for index in range(start, len(output) - len(group) + 1):
-            if all(pattern.match(output[index + k].strip()) for k, pattern in enumerate(group)):
-                start = index + len(group)
-                break
-        else:
-            raise AssertionError("not found in order:\n%s\nin:\n%s" % (
-                "\n".join(p.pattern for p in group), "\n".join(output)))
-    return start
 
 
 def server(*args):

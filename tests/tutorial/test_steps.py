@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from tests.tutorial.excerpts import find_excerpt
+
 TUTORIAL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "docs", "tutorial")
 
@@ -28,11 +30,23 @@ def load(name):
 tour = load("tour")
 
 
+def transcript(number):
+    """The tour's output for step ``number`` as its chapter shows it."""
+    step = tour.STEPS[number - 1]
+    chapter = os.path.join(TUTORIAL, step.__doc__.split(".py")[0] + ".md")
+    with open(chapter) as file:
+        text = file.read()
+    heading = "== step %d, %s" % (number, step.__doc__)
+    block = text[text.index(heading) + len(heading):].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
 @pytest.mark.parametrize("number", range(1, len(tour.STEPS) + 1))
 def test_step(number):
     said = []
     tour.STEPS[number - 1](said.append)
-    assert said
+    # What the chapter shows is what the step does.
+    find_excerpt(transcript(number), said)
 
 
 def test_each_step_is_short():

@@ -45,8 +45,8 @@ TRANSITIONS = {State.READING: {State.RUNNING, State.CLOSED},
                State.WRITING: {State.READING, State.CLOSED}, State.CLOSED: set()}
 # While the app runs we still read: to buffer a pipelined request, and see EOF.
 INTEREST = {State.READING: selectors.EVENT_READ, State.RUNNING: selectors.EVENT_READ,
-# endregion: states
             State.WRITING: selectors.EVENT_WRITE}
+# endregion: states
 STATUS = {200: "200 OK", 500: "500 Internal Server Error", 504: "504 Gateway Timeout"}
 
 

@@ -8,27 +8,31 @@ application and never runs an event loop of asyncio's: its loop is one
 * Signals: handlers only append the signal number to a queue; the loop
   handles it.  SIGTERM/SIGINT stop gracefully, a second SIGINT or SIGQUIT
   stops at once, SIGHUP replaces every worker, SIGTTIN/SIGTTOU add or
-  remove one.
-* Workers write one byte per tick to their pipe: ``R`` when ready, ``.``
-  as a heartbeat, ``M`` when they reached ``--max-requests``.  A worker
-  that stays silent past ``--timeout-worker`` is stuck and is killed.
-* Replacing a worker (SIGHUP, ``--reload``, ``--max-requests``) is rolling:
-  the new worker is started first and the old one is told to drain only
-  once the new one is ready, one worker at a time.  The listeners stay open
-  in the master throughout, so no connection is ever refused.
+  remove one.  A stop closes the listeners in every process at once, so
+  new connections are refused rather than left waiting.
+* Workers write one byte per tick to their pipe (``worker.Heartbeat``):
+  ``R`` when ready, ``.`` as a heartbeat, ``M`` when they reached
+  ``--max-requests`` and stopped taking work.  A worker that stays silent
+  past ``--timeout-worker`` is stuck and is killed.
+* A worker as the master sees it is one state machine,
+  ``WORKER_TRANSITIONS``, applied by ``Master._advance()`` alone.
+* Replacing a worker (SIGHUP, ``--reload``) is rolling: the new worker is
+  started first and the old one is told to stop only once the new one is
+  serving, one worker at a time.  The listeners stay open in the master
+  throughout, so no connection is ever refused.
 
-Invariant: every worker slot (``0 .. workers-1``) has a live worker, or a
-restart of it is scheduled, unless the master is stopping.
+Invariant: every worker slot (``0 .. workers-1``) has a worker holding it
+(``HOLDS_SLOT``), or a restart of it is scheduled, unless the master is
+stopping.
 """
 
 from __future__ import annotations
 
 import collections
-import errno
+import enum
 import faulthandler
 import logging
 import os
-import random
 import selectors
 import signal
 import socket
@@ -43,7 +47,7 @@ from .logs import AccessLog
 from .proxy import TrustedProxies
 from .sockets import (BindError, TLSConfigError, create_listeners, create_ssl_context,
                       describe, is_reuse_port, reuse_port_copy)
-from .worker import AppLoadError, Worker, load_app
+from .worker import MESSAGE_MAX_REQUESTS, MESSAGE_READY, AppLoadError, Heartbeat, Worker, load_app
 
 log = logging.getLogger("selectserver.error")
 
@@ -69,10 +73,6 @@ IMMEDIATE_STOP_S = 3.0
 RELOAD_POLL_S = 0.5
 # What --reload never looks into.
 RELOAD_SKIP_DIRS = {"__pycache__", "node_modules", "site-packages"}
-
-MESSAGE_READY = b"R"
-MESSAGE_BEAT = b"."
-MESSAGE_MAX_REQUESTS = b"M"
 
 _HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD",
                     "SIGUSR1")
@@ -125,7 +125,8 @@ def run(config: Config) -> int:
             # No fork (or not the main thread, where signals cannot be had):
             # serve in this process, unsupervised.
             drop_privileges(worker_identity(config))
-            return Worker(config, listeners, on_ready=lambda: announce(listeners, config)).run(
+            return Worker(config, listeners, on_ready=lambda: announce(listeners, config),
+                          close_listeners=True).run(
                 install_signals=threading.current_thread() is threading.main_thread())
         finally:
             if config.pid_file:
@@ -258,23 +259,128 @@ def remove_socket_file(path: str) -> None:
         pass
 
 
-class WorkerProcess:
-    """The master's view of one worker."""
+class WorkerState(enum.Enum):
+    """Where one worker stands, as the master sees it."""
 
-    __slots__ = ("pid", "slot", "pipe", "started_at", "last_heard", "ready", "retiring",
-                 "replaces", "kill_at", "killed")
+    # Identity hash: cheaper than Enum's, and the table is looked up by (state, event).
+    __hash__ = object.__hash__
+
+    BOOTING = "booting"          # forked; importing the app, starting lifespan
+    SERVING = "serving"          # said it is ready; accepting
+    REPLACING = "replacing"      # serving while its successor boots (a rolling replacement)
+    RETIRING = "retiring"        # told to stop taking work; its slot is free for another
+    STOPPING = "stopping"        # the server stops: finishing what it has, within the grace time
+    QUITTING = "quitting"        # the server stops at once
+    STUCK = "stuck"              # silent too long: its stack is being dumped, then SIGKILL
+    KILLED = "killed"            # sent SIGKILL; not reaped yet
+    EXITED = "exited"            # reaped
+
+
+class WorkerEvent(enum.Enum):
+    """What happens to a worker: a message from it, a signal to the master, a deadline."""
+
+    __hash__ = object.__hash__
+
+    READY = "ready"                          # it wrote R: the app is loaded and it accepts
+    REPLACE = "replace"                      # a successor was forked for its slot
+    SUCCESSOR_READY = "successor ready"      # that successor is serving
+    SUCCESSOR_FAILED = "successor failed"    # that successor died before serving
+    RETIRE = "retire"                        # SIGTTOU: one worker fewer
+    RECYCLED = "recycled"                    # it wrote M: --max-requests reached, it stops itself
+    STOP = "stop"                            # SIGTERM or SIGINT to the master
+    STOP_NOW = "stop now"                    # SIGQUIT or a second SIGINT
+    SILENT = "silent"                        # no heartbeat for --timeout-worker
+    KILL = "kill"                            # past its deadline (to stop, or to dump its stack)
+    EXIT = "exit"                            # reaped by waitpid()
+
+
+BOOTING, SERVING, REPLACING, RETIRING, STOPPING, QUITTING, STUCK, KILLED, EXITED = WorkerState
+(READY, REPLACE, SUCCESSOR_READY, SUCCESSOR_FAILED, RETIRE, RECYCLED, STOP, STOP_NOW, SILENT,
+ KILL, EXIT) = WorkerEvent
+
+# The one table of a worker's life.  A pair that is not here cannot happen;
+# WorkerProcess.apply() raises on it.  Any state can die (EXIT); a worker
+# that stays silent is STUCK, and is killed (KILL) past a deadline like one
+# that does not stop in time; a killed worker can only be reaped.
+WORKER_TRANSITIONS: Dict[Tuple[WorkerState, WorkerEvent], WorkerState] = {
+    (BOOTING, READY): SERVING,
+    (BOOTING, RETIRE): RETIRING,
+    (BOOTING, STOP): STOPPING,
+    (BOOTING, STOP_NOW): QUITTING,
+    (BOOTING, SILENT): STUCK,
+    (BOOTING, EXIT): EXITED,
+    (SERVING, REPLACE): REPLACING,
+    (SERVING, RETIRE): RETIRING,
+    (SERVING, RECYCLED): RETIRING,
+    (SERVING, STOP): STOPPING,
+    (SERVING, STOP_NOW): QUITTING,
+    (SERVING, SILENT): STUCK,
+    (SERVING, EXIT): EXITED,
+    (REPLACING, SUCCESSOR_READY): RETIRING,
+    (REPLACING, SUCCESSOR_FAILED): SERVING,
+    (REPLACING, RETIRE): RETIRING,
+    (REPLACING, RECYCLED): RETIRING,
+    (REPLACING, STOP): STOPPING,
+    (REPLACING, STOP_NOW): QUITTING,
+    (REPLACING, SILENT): STUCK,
+    (REPLACING, EXIT): EXITED,
+    (RETIRING, STOP): STOPPING,
+    (RETIRING, STOP_NOW): QUITTING,
+    (RETIRING, KILL): KILLED,
+    (RETIRING, EXIT): EXITED,
+    (STOPPING, STOP_NOW): QUITTING,
+    (STOPPING, KILL): KILLED,
+    (STOPPING, EXIT): EXITED,
+    (QUITTING, KILL): KILLED,
+    (QUITTING, EXIT): EXITED,
+    (STUCK, KILL): KILLED,
+    (STUCK, EXIT): EXITED,
+    (KILLED, EXIT): EXITED,
+}
+
+# A worker in one of these holds its slot: no other is started for it.
+HOLDS_SLOT = frozenset({BOOTING, SERVING, REPLACING})
+# A worker in one of these has been asked to go, and is killed past its deadline.
+LEAVING = frozenset({RETIRING, STOPPING, QUITTING})
+
+
+class TransitionError(RuntimeError):
+    """A (state, event) pair that ``WORKER_TRANSITIONS`` does not allow."""
+
+
+def next_state(state: WorkerState, event: WorkerEvent) -> WorkerState:
+    """The state ``event`` leads to from ``state``; raises ``TransitionError`` if none."""
+    try:
+        return WORKER_TRANSITIONS[state, event]
+    except KeyError:
+        raise TransitionError("a %s worker cannot take %r" % (state.value, event.value)) from None
+
+
+def allows(state: WorkerState, event: WorkerEvent) -> bool:
+    return (state, event) in WORKER_TRANSITIONS
+
+
+class WorkerProcess:
+    """The master's view of one worker: a pid, a slot, a pipe and a state."""
+
+    __slots__ = ("pid", "slot", "pipe", "state", "started_at", "last_heard", "deadline")
 
     def __init__(self, pid: int, slot: int, pipe: int, now: float) -> None:
         self.pid = pid
         self.slot = slot
         self.pipe = pipe                 # read end of the worker's message pipe
+        self.state = BOOTING
         self.started_at = now
         self.last_heard = now
-        self.ready = False
-        self.retiring = False            # told to stop; its slot is free
-        self.replaces: Optional["WorkerProcess"] = None   # the worker it takes over from
-        self.kill_at = 0.0               # when stopping: SIGKILL after this
-        self.killed = False
+        self.deadline = 0.0              # LEAVING or STUCK: SIGKILL after this
+
+    def apply(self, event: WorkerEvent) -> WorkerState:
+        """Move to the state ``event`` leads to, and return the state left."""
+        old, self.state = self.state, next_state(self.state, event)
+        return old
+
+    def __repr__(self) -> str:
+        return "<WorkerProcess %d slot %d %s>" % (self.pid, self.slot, self.state.value)
 
 
 class Master:
@@ -287,7 +393,9 @@ class Master:
         self.workers: Dict[int, WorkerProcess] = {}
         self.selector = selectors.DefaultSelector()
         self.signals: Deque[int] = collections.deque()
-        self.stopping = ""               # "", "graceful" or "immediate"
+        # None while serving; once stopping, the event every worker is given
+        # (STOP for a graceful stop, STOP_NOW for an immediate one).
+        self.stopping: Optional[WorkerEvent] = None
         self.exit_code = EXIT_OK
         self.ever_ready = False
         self.announced = False
@@ -308,7 +416,7 @@ class Master:
         self._install_signal_handlers()
         try:
             self._spawn_missing(time.monotonic())
-            while self.workers or not self.stopping:
+            while self.workers or self.stopping is None:
                 for key, _ in self.selector.select(self._select_timeout()):
                     key.data(key.fd)
                 now = time.monotonic()
@@ -316,7 +424,7 @@ class Master:
                     self._on_signal(self.signals.popleft(), now)
                 self._reap(now)
                 self._check_workers(now)
-                if not self.stopping:
+                if self.stopping is None:
                     self._poll_reload(now)
                     self._step_roll(now)
                     self._spawn_missing(now)
@@ -327,10 +435,7 @@ class Master:
             self.selector.close()
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
-            for slot, sockets in self.slot_sockets.items():
-                if slot:
-                    for sock in sockets:
-                        sock.close()
+            self._close_listeners()
         log.info("Stopped.")
         return self.exit_code
 
@@ -341,6 +446,14 @@ class Master:
         if self.spawn_not_before:
             timeout = min(timeout, max(0.0, self.spawn_not_before - time.monotonic()))
         return timeout
+
+    def _close_listeners(self) -> None:
+        """Close the master's copies of every listener (the workers close theirs)."""
+        for sock in self.listeners:
+            sock.close()
+        for sockets in self.slot_sockets.values():
+            for sock in sockets:
+                sock.close()
 
     # -- signals: handlers only enqueue ---------------------------------------------
 
@@ -373,20 +486,20 @@ class Master:
         if signum == signal.SIGCHLD:
             return   # _reap() runs on every turn
         name = signal.Signals(signum).name
-        if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stopping):
-            if self.stopping != "immediate":
+        if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stopping is not None):
+            if self.stopping is not STOP_NOW:
                 log.info("Stopping at once (%s).", name)
-                self._stop("immediate", now)
+                self._stop(STOP_NOW, now)
         elif signum in (signal.SIGINT, signal.SIGTERM):
-            if not self.stopping:
+            if self.stopping is None:
                 log.info("Shutting down gracefully (%s); a second CTRL+C stops at once.", name)
-                self._stop("graceful", now)
+                self._stop(STOP, now)
         elif signum == signal.SIGUSR1:
             log.info("SIGUSR1: reopening the log files")
             logs.reopen()
             for worker in self.workers.values():
                 self._kill(worker, signal.SIGUSR1)
-        elif self.stopping:
+        elif self.stopping is not None:
             return
         elif signum == signal.SIGHUP:
             self._replace_all("SIGHUP")
@@ -398,24 +511,74 @@ class Master:
                 self.target -= 1
                 log.info("SIGTTOU: %d worker(s) now", self.target)
                 for worker in list(self.workers.values()):
-                    if worker.slot >= self.target and not worker.retiring:
-                        self._retire(worker, now)
+                    if worker.slot >= self.target and allows(worker.state, RETIRE):
+                        self._advance(worker, RETIRE, now)
                 for sock in self.slot_sockets.pop(self.target, []):
                     sock.close()
 
-    def _stop(self, how: str, now: float) -> None:
-        self.stopping = how
+    def _stop(self, event: WorkerEvent, now: float) -> None:
+        """Stop the server: every worker is given ``event`` (STOP or STOP_NOW)."""
+        self.stopping = event
         self.roll_queue.clear()
-        if how == "graceful":
-            grace_s = self.config.timeout_graceful_shutdown_s + LIFESPAN_SHUTDOWN_MARGIN_S
-            signum = signal.SIGTERM
-        else:
-            grace_s = IMMEDIATE_STOP_S
-            signum = signal.SIGQUIT
+        # DESIGN.md decision 9: a stopping server refuses new connections at
+        # once (the workers close their copies too) instead of queueing them
+        # where nobody will accept.
+        self._close_listeners()
+        for worker in list(self.workers.values()):
+            if allows(worker.state, event):
+                self._advance(worker, event, now)
+
+    # -- the state of a worker: one function applies the table ------------------------
+
+    def _advance(self, worker: WorkerProcess, event: WorkerEvent, now: float) -> WorkerState:
+        """Apply ``event`` to ``worker`` (WORKER_TRANSITIONS), do what its new
+        state asks, and return the state it left."""
+        old = worker.apply(event)
+        new = worker.state
+        log.debug("Worker %d: %s -> %s (%s)", worker.pid, old.value, new.value, event.value)
+        if new is RETIRING or new is STOPPING:
+            deadline = now + self.config.timeout_graceful_shutdown_s + LIFESPAN_SHUTDOWN_MARGIN_S
+            worker.deadline = min(worker.deadline, deadline) if worker.deadline else deadline
+            if event is not RECYCLED:   # a recycled worker is stopping already
+                self._kill(worker, signal.SIGTERM)
+        elif new is QUITTING:
+            deadline = now + IMMEDIATE_STOP_S
+            worker.deadline = min(worker.deadline, deadline) if worker.deadline else deadline
+            self._kill(worker, signal.SIGQUIT)
+        elif new is STUCK:
+            # faulthandler writes from its C signal handler, even while the
+            # worker's Python code is stuck; the kill follows at the deadline.
+            worker.deadline = now + STACK_DUMP_S
+            self._kill(worker, signal.SIGUSR2)
+        elif new is KILLED:
+            self._kill(worker, signal.SIGKILL)
+        elif new is SERVING and event is READY:
+            self.ever_ready = True
+            self.backoff_s = 0.0
+            log.info("Worker %d serving", worker.pid)
+            if not self.announced:
+                self.announced = True
+                announce(self.listeners, self.config)
+            predecessor = self._in_slot(worker.slot, REPLACING)
+            if predecessor is not None:
+                self._advance(predecessor, SUCCESSOR_READY, now)
+        return old
+
+    def _successor_failed(self, worker: WorkerProcess, now: float) -> Optional[WorkerProcess]:
+        """``worker`` will never serve: the one it was to replace serves on.
+
+        Returns that predecessor, or None when ``worker`` replaced nobody.
+        """
+        predecessor = self._in_slot(worker.slot, REPLACING)
+        if predecessor is not None:
+            self._advance(predecessor, SUCCESSOR_FAILED, now)
+        return predecessor
+
+    def _in_slot(self, slot: int, state: WorkerState) -> Optional[WorkerProcess]:
         for worker in self.workers.values():
-            deadline = now + grace_s
-            worker.kill_at = min(worker.kill_at, deadline) if worker.kill_at else deadline
-            self._kill(worker, signum)
+            if worker.slot == slot and worker.state is state:
+                return worker
+        return None
 
     # -- workers -------------------------------------------------------------------
 
@@ -423,7 +586,7 @@ class Master:
         if now < self.spawn_not_before:
             return
         self.spawn_not_before = 0.0
-        filled = {worker.slot for worker in self.workers.values() if not worker.retiring}
+        filled = {worker.slot for worker in self.workers.values() if worker.state in HOLDS_SLOT}
         for slot in range(self.target):
             if slot not in filled:
                 self._spawn(slot, now)
@@ -431,9 +594,6 @@ class Master:
     def _spawn(self, slot: int, now: float) -> WorkerProcess:
         listeners = self._listeners_for(slot)
         read_end, write_end = os.pipe()
-        max_requests = self.config.max_requests
-        if max_requests:
-            max_requests += random.randint(0, self.config.max_requests_jitter)
         # A signal caught between fork() and the child's own handlers would
         # run the master's handler in the child and be lost: hold them until
         # each side has the handlers it should have.
@@ -442,7 +602,7 @@ class Master:
             pid = os.fork()
             if pid == 0:
                 os.close(read_end)
-                self._run_child(listeners, write_end, max_requests, mask)   # never returns
+                self._run_child(listeners, write_end, mask)   # never returns
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
@@ -462,11 +622,10 @@ class Master:
         shared = [sock for sock in self.listeners if sock not in self.reuse_port]
         return shared + self.slot_sockets[slot]
 
-    def _run_child(self, listeners: List[socket.socket], pipe: int, max_requests: int,
-                   mask: Any) -> None:
+    def _run_child(self, listeners: List[socket.socket], pipe: int, mask: Any) -> None:
         """In the forked worker: reset what belongs to the master, serve, ``_exit``."""
         code = EXIT_ERROR
-        heartbeat = Heartbeat(pipe, max_requests, os.getppid())
+        heartbeat = Heartbeat(pipe, os.getppid())
         try:
             signal.set_wakeup_fd(-1)
             for signum in self._saved_handlers:
@@ -491,8 +650,7 @@ class Master:
                         sock.close()
             # After binding (port 80 needs root), before the app runs.
             drop_privileges(worker_identity(self.config))
-            worker = Worker(self.config, listeners, on_ready=heartbeat.ready)
-            worker.heartbeat = heartbeat
+            worker = Worker(self.config, listeners, heartbeat=heartbeat, close_listeners=True)
             code = worker.run()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
@@ -523,38 +681,19 @@ class Master:
             # The worker closed its end: it is exiting; _reap() finishes the job.
             self.selector.unregister(fd)
             return
-        worker.last_heard = time.monotonic()
-        if MESSAGE_READY in data and not worker.ready:
-            self._on_ready(worker, worker.last_heard)
-        if MESSAGE_MAX_REQUESTS in data and not worker.retiring and not self.stopping:
+        now = worker.last_heard = time.monotonic()
+        if MESSAGE_READY in data and worker.state is BOOTING:
+            self._advance(worker, READY, now)
+        if MESSAGE_MAX_REQUESTS in data and self.stopping is None and allows(worker.state, RECYCLED):
+            # It has stopped taking work already: its slot is filled at once.
             log.info("Worker %d reached --max-requests; replacing it", worker.pid)
-            being_replaced = any(w.replaces is worker for w in self.workers.values())
-            if worker.pid not in self.roll_queue and not being_replaced:
-                self.roll_queue.append(worker.pid)
+            self._advance(worker, RECYCLED, now)
 
     def _worker_by_pipe(self, fd: int) -> Optional[WorkerProcess]:
         for worker in self.workers.values():
             if worker.pipe == fd:
                 return worker
         return None
-
-    def _on_ready(self, worker: WorkerProcess, now: float) -> None:
-        worker.ready = True
-        self.ever_ready = True
-        self.backoff_s = 0.0
-        log.info("Worker %d serving", worker.pid)
-        if not self.announced:
-            self.announced = True
-            announce(self.listeners, self.config)
-        old, worker.replaces = worker.replaces, None
-        if old is not None and old.pid in self.workers and not old.retiring:
-            self._retire(old, now)
-
-    def _retire(self, worker: WorkerProcess, now: float) -> None:
-        """Ask ``worker`` to drain and exit; its slot is free at once."""
-        worker.retiring = True
-        worker.kill_at = now + self.config.timeout_graceful_shutdown_s + LIFESPAN_SHUTDOWN_MARGIN_S
-        self._kill(worker, signal.SIGTERM)
 
     def _kill(self, worker: WorkerProcess, signum: int) -> None:
         try:
@@ -570,58 +709,66 @@ class Master:
                 return
             if pid == 0:
                 return
-            worker = self.workers.pop(pid, None)
-            if worker is None:
-                continue
-            if worker.pipe in self.selector.get_map():
-                self.selector.unregister(worker.pipe)
-            os.close(worker.pipe)
-            self._on_exit(worker, os.waitstatus_to_exitcode(status), now)
+            self._on_exit(pid, os.waitstatus_to_exitcode(status), now)
 
-    def _on_exit(self, worker: WorkerProcess, code: int, now: float) -> None:
+    def _on_exit(self, pid: int, code: int, now: float) -> None:
+        """A child exited with ``code`` (negative: killed by that signal)."""
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return
+        if worker.pipe in self.selector.get_map():
+            self.selector.unregister(worker.pipe)
+        os.close(worker.pipe)
+        was = self._advance(worker, EXIT, now)
         how = describe_exit(code)
-        if self.stopping or worker.retiring:
+        if was in LEAVING or was is STUCK or was is KILLED or self.stopping is not None:
+            # Asked to go (or killed, and said so then): its slot is already free.
             log.debug("Worker %d stopped (%s)", worker.pid, how)
             return
-        if worker.ready:
+        if was is not BOOTING:
             log.warning("Worker %d died (%s); starting a new one", worker.pid, how)
             return
         if code == EXIT_APP_BOOT and not self.ever_ready:
             log.error("Worker %d failed to boot (see above); stopping", worker.pid)
             self.exit_code = EXIT_APP_BOOT
-            self._stop("graceful", now)
+            self._stop(STOP, now)
             return
-        if worker.replaces is not None:
-            log.error("New worker %d failed to boot (%s); the old workers keep serving",
-                      worker.pid, how)
-            self.roll_queue.clear()
+        predecessor = self._successor_failed(worker, now)
+        if predecessor is not None:
+            if code > 0:
+                log.error("New worker %d failed to boot (%s); the old workers keep serving",
+                          worker.pid, how)
+                self.roll_queue.clear()
+                return
+            # Killed from outside, not broken: replace its predecessor again.
+            self.roll_queue.appendleft(predecessor.pid)
         self.backoff_s = min(BACKOFF_MAX_S, self.backoff_s * 2 or BACKOFF_FIRST_S)
         self.spawn_not_before = now + self.backoff_s
         log.warning("Worker %d died while booting (%s); retrying in %.1fs",
                     worker.pid, how, self.backoff_s)
 
     def _check_workers(self, now: float) -> None:
-        for worker in self.workers.values():
-            if worker.killed:
-                continue
-            if worker.kill_at:
-                if now >= worker.kill_at:
+        for worker in list(self.workers.values()):
+            if worker.state in LEAVING:
+                if now >= worker.deadline:
                     log.warning("Worker %d did not stop in time; killing it", worker.pid)
-                    worker.killed = True
-                    self._kill(worker, signal.SIGKILL)
-            elif now - worker.last_heard > self.config.timeout_worker_s:
+                    self._advance(worker, KILL, now)
+            elif worker.state is STUCK:
+                if now >= worker.deadline:
+                    self._advance(worker, KILL, now)
+            elif worker.state in HOLDS_SLOT and now - worker.last_heard > self.config.timeout_worker_s:
                 log.error("Worker %d %s for %.0fs; its stack follows, then it is killed",
-                          worker.pid, "was stuck" if worker.ready else "did not boot",
+                          worker.pid, "did not boot" if worker.state is BOOTING else "was stuck",
                           now - worker.last_heard)
-                # faulthandler writes from its C signal handler, even while
-                # the worker's Python code is stuck; the kill follows later.
-                self._kill(worker, signal.SIGUSR2)
-                worker.kill_at = now + STACK_DUMP_S
+                if self._advance(worker, SILENT, now) is BOOTING and self._successor_failed(worker, now):
+                    log.error("The old workers keep serving")
+                    self.roll_queue.clear()
 
     # -- replacing workers -------------------------------------------------------------
 
     def _replace_all(self, reason: str) -> None:
-        current = [w.pid for w in self.workers.values() if not w.retiring and w.replaces is None]
+        # A worker still booting may have imported the old code too.
+        current = [w.pid for w in self.workers.values() if w.state in HOLDS_SLOT]
         log.info("%s: replacing %d worker(s), one at a time", reason, len(current))
         self.roll_queue.clear()
         self.roll_queue.extend(sorted(current))
@@ -630,13 +777,16 @@ class Master:
         """Start the next replacement once the previous one is serving."""
         if now < self.spawn_not_before:
             return
-        if any(worker.replaces is not None for worker in self.workers.values()):
+        if any(worker.state is REPLACING for worker in self.workers.values()):
             return
         while self.roll_queue:
             old = self.workers.get(self.roll_queue.popleft())
-            if old is not None and not old.retiring:
-                new = self._spawn(old.slot, now)
-                new.replaces = old
+            if old is not None and old.state is BOOTING:
+                self.roll_queue.appendleft(old.pid)   # replaced once it serves
+                return
+            if old is not None and old.state is SERVING:
+                self._advance(old, REPLACE, now)
+                self._spawn(old.slot, now)
                 return
 
     def _poll_reload(self, now: float) -> None:
@@ -647,45 +797,6 @@ class Master:
         if changed:
             self.spawn_not_before = 0.0
             self._replace_all("Changed: %s" % changed)
-
-
-class Heartbeat:
-    """The worker's end of its pipe to the master; the worker calls it every tick."""
-
-    def __init__(self, pipe: int, max_requests: int, master_pid: int) -> None:
-        self.pipe = pipe
-        self.max_requests = max_requests
-        self.master_pid = master_pid
-        self.was_ready = False
-        self._asked_to_recycle = False
-        self._orphaned = False
-        os.set_blocking(pipe, False)
-
-    def ready(self) -> None:
-        self.was_ready = True
-        self.send(MESSAGE_READY)
-
-    def __call__(self, worker: Worker) -> None:
-        message = MESSAGE_BEAT
-        if (self.max_requests and not self._asked_to_recycle
-                and worker.state.requests_served >= self.max_requests):
-            self._asked_to_recycle = True
-            message = MESSAGE_MAX_REQUESTS
-        self.send(message)
-        if os.getppid() != self.master_pid and not self._orphaned:
-            # Nobody would restart or stop us any more.
-            self._orphaned = True
-            log.warning("Worker %d: the master process is gone; stopping", os.getpid())
-            worker.stop()
-
-    def send(self, message: bytes) -> None:
-        try:
-            os.write(self.pipe, message)
-        except BlockingIOError:
-            pass   # the master is behind; the next tick's byte will do
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
 
 
 def _exit_at_once(signum: int, frame: Any) -> None:

@@ -3,9 +3,13 @@
 A worker builds its event loop (after any fork: a loop never crosses a
 fork), imports the app, runs lifespan startup, and then accepts from the
 listeners it was given.  Once a second a tick refreshes the ``Date``
-header and closes connections whose deadline passed.  On a stop request it
-drains: no more accepting, idle connections closed, busy ones allowed to
-finish their response (bounded by the graceful timeout), then lifespan
+header, closes connections whose deadline passed and, under a master,
+beats the ``Heartbeat``.  When it stops taking work (a stop signal, the
+master retiring it, ``--max-requests`` reached) it drains: it takes what
+is already waiting in the listen queue, closes its copies of the
+listeners, tells every connection to ``shutdown()`` (serve what it has
+with ``connection: close``, close idle ones gently), waits for them up to
+``--timeout-graceful-shutdown``, aborts the rest, then runs lifespan
 shutdown.
 
 The same class serves the CLI (in a worker process, or alone), the
@@ -22,6 +26,7 @@ import importlib
 import inspect
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -51,6 +56,14 @@ ACCEPT_PAUSE_S = 0.5
 _ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 TICK_S = 1.0
+
+# While draining, look this often whether the last connection has closed.
+DRAIN_POLL_S = 0.02
+
+# What a worker writes on its pipe to the master (docs/processes.md).
+MESSAGE_READY = b"R"
+MESSAGE_BEAT = b"."
+MESSAGE_MAX_REQUESTS = b"M"
 
 
 class AppLoadError(Exception):
@@ -177,11 +190,17 @@ class Worker:
     """Serves ``config``'s app on ``listeners`` until asked to stop."""
 
     def __init__(self, config: Config, listeners: List[socket.socket],
-                 app: Any = None, on_ready: Optional[Callable[[], None]] = None) -> None:
+                 app: Any = None, on_ready: Optional[Callable[[], None]] = None,
+                 heartbeat: Optional["Heartbeat"] = None, close_listeners: bool = False) -> None:
         self.config = config
         self.listeners = listeners
         self.app = app
         self.on_ready = on_ready
+        # Under a master: the pipe to it (liveness, readiness, --max-requests).
+        self.heartbeat = heartbeat
+        # A process that owns its copies of the listeners closes them when it
+        # stops taking work: once every process has, connections are refused.
+        self.close_listeners = close_listeners
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.state: Optional[ServerState] = None
         self.interface = ""
@@ -192,9 +211,6 @@ class Worker:
         self._accepting: List["Listener"] = []
         self._tick_handle: Optional[asyncio.TimerHandle] = None
         self._executor_shutdown: List[Callable[[], None]] = []
-        # Called with the worker on every tick: the master's liveness check
-        # (a stuck loop stops calling it) and its --max-requests check.
-        self.heartbeat: Optional[Callable[["Worker"], None]] = None
 
     # -- running --------------------------------------------------------------
 
@@ -221,6 +237,13 @@ class Worker:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 asyncio.set_event_loop(None)
+                if install_signals and self.heartbeat is not None:
+                    # A worker that stopped itself may still get the master's
+                    # SIGTERM: ignore it from here, or it would hit the wake-up
+                    # pipe the loop closes before it drops its handlers.
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(signum)
+                        signal.signal(signum, signal.SIG_IGN)
                 loop.close()
         return self.exit_code
 
@@ -237,6 +260,11 @@ class Worker:
             handler = make_asgi_handler(lifespan.app, self.config, lifespan.state,
                                         upgrade=websocket_upgrade(self.config))
         self.state = state = ServerState(self.config, handler)
+        if self.heartbeat is not None and self.config.max_requests:
+            # Each worker its own limit, so that workers started together
+            # do not all recycle together.
+            limit = self.config.max_requests + random.randint(0, self.config.max_requests_jitter)
+            state.handler = self._count_requests(handler, limit)
         if self.config.access_log:
             state.on_response = AccessLog(self.config)
         if self.config.is_ssl:
@@ -250,6 +278,10 @@ class Worker:
             listener = Listener(self, sock)
             self._accepting.append(listener)
             listener.resume()
+        if self._stopping.done():
+            self._stop_taking_work()   # asked to stop while it booted
+        if self.heartbeat is not None:
+            self.heartbeat.ready()
         if self.on_ready is not None:
             self.on_ready()
         await self._stopping
@@ -285,7 +317,31 @@ class Worker:
 
     def _begin_stop(self) -> None:
         if self._stopping is not None and not self._stopping.done():
+            self._stop_taking_work()
             self._stopping.set_result(None)
+
+    def _count_requests(self, handler: Callable[..., Any], limit: int) -> Callable[..., Any]:
+        """``handler`` counting requests: at ``limit`` the worker stops taking work.
+
+        Counted as each request starts, not on the tick, so a worker serving
+        20k requests a second stops within a few requests of its limit: the
+        one that reaches it, and one more at most on each connection (read
+        already, or arriving in the drain's grace window).
+        """
+        left = limit
+
+        def counted(conn: Connection, request: Any) -> Any:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                log.info("Worker %d served %d requests (--max-requests); stopping",
+                         os.getpid(), limit)
+                self.heartbeat.send(MESSAGE_MAX_REQUESTS)
+                # From the loop, not inside this connection's dispatch.
+                self.loop.call_soon(self._begin_stop)
+            return handler(conn, request)
+
+        return counted
 
     def _install_signal_handlers(self) -> None:
         loop = self.loop
@@ -339,27 +395,76 @@ class Worker:
                 conn.on_timeout()
         self._tick_handle = loop.call_later(TICK_S, self._tick)
         if self.heartbeat is not None:
-            self.heartbeat(self)
+            self.heartbeat.beat(self)
 
     # -- stopping -----------------------------------------------------------------------
 
+    def _stop_taking_work(self) -> None:
+        """Accept what is already queued, then stop listening; from now on
+        every response says ``connection: close``."""
+        for listener in self._accepting:
+            # A connection the kernel completed before we stopped was promised
+            # service; the last process to close the listener would reset it.
+            listener.on_readable()
+            listener.pause()
+            if self.close_listeners:
+                listener.sock.close()
+        self._accepting = []
+        if self.state is not None:
+            self.state.draining = True
+
     async def _drain(self) -> None:
         state = self.state
-        for listener in self._accepting:
-            listener.pause()
-        self._accepting = []
-        state.draining = True
         for conn in list(state.connections):
             conn.shutdown()
         deadline = time.monotonic() + self.config.timeout_graceful_shutdown_s
         while state.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(DRAIN_POLL_S)
         if state.connections:
             log.warning("Graceful shutdown timed out; closing %d connection(s)", len(state.connections))
             for conn in list(state.connections):
                 conn.abort()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+
+
+class Heartbeat:
+    """The worker's end of its pipe to the master.
+
+    The master reads single bytes: ``R`` once the worker serves, ``.`` on
+    every tick (a loop that stops ticking is stuck and gets killed), ``M``
+    once ``--max-requests`` is reached.  A write that would block is
+    dropped: the master is behind, and the next byte says the same.
+    """
+
+    def __init__(self, pipe: int, master_pid: int) -> None:
+        self.pipe = pipe
+        self.master_pid = master_pid
+        self.was_ready = False
+        self._orphaned = False
+        os.set_blocking(pipe, False)
+
+    def ready(self) -> None:
+        self.was_ready = True
+        self.send(MESSAGE_READY)
+
+    def beat(self, worker: "Worker") -> None:
+        """Once a tick: say we are alive; stop if the master is gone."""
+        self.send(MESSAGE_BEAT)
+        if os.getppid() != self.master_pid and not self._orphaned:
+            # Nobody would restart or stop us any more.
+            self._orphaned = True
+            log.warning("Worker %d: the master process is gone; stopping", os.getpid())
+            worker.stop()
+
+    def send(self, message: bytes) -> None:
+        try:
+            os.write(self.pipe, message)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
 
 
 class Listener:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import signal
 import socket
 import threading
@@ -199,3 +201,46 @@ def test_reload_keeps_serving_through_a_broken_edit(start, app_dir):
     write_app(app_dir, version="v3-fixed")
     wait_until(lambda: get(server.address, "/version")[1] == "v3-fixed", timeout_s=15,
                message="the fixed code served")
+
+
+def test_max_requests_is_counted_per_request(start):
+    limit = 30
+    server = start("--max-requests", str(limit))
+    server.wait_for_log("serving")
+    with Load(server.address, clients=2) as load:
+        wait_until(lambda: server.log().count("reached --max-requests") >= 2, timeout_s=20,
+                   message="two workers recycled")
+    assert load.failures == []
+    recycled = [int(m.group(1)) for m in server.log_matches(re.compile(r"Worker (\d+) served"))]
+    served = collections.Counter(int(body) for body in load.seen())
+    # The request that reached the limit, plus at most one per client that
+    # was already queued or in flight when the worker stopped taking work.
+    for pid in recycled[:2]:
+        assert limit <= served[pid] <= limit + 2, (pid, served)
+
+
+def test_a_worker_killed_during_a_reload_is_replaced_within_a_second(start):
+    server = start("--workers", "2")
+    server.wait_for_log("serving", count=2)
+    old = server.worker_pids()
+    clients = 4
+    with Load(server.address, clients=clients) as load:
+        wait_until(lambda: load.count() > 20, message="load running")
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(server.worker_pids()) == 3, interval_s=0.005,
+                   message="the first successor forked")
+        # The rolling replacement does one slot at a time: old[1] waits its turn.
+        victim = old[1]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until(lambda: victim not in server.worker_pids()
+                   and len(set(server.worker_pids()) - set(old)) >= 2,
+                   timeout_s=5, interval_s=0.005, message="a replacement for the killed worker")
+        replaced_after_s = time.monotonic() - killed_at
+        wait_until(lambda: not set(old) & set(server.worker_pids()), timeout_s=15,
+                   message="the reload finished")
+        before = load.count()
+        wait_until(lambda: load.count() > before + 20, message="load going on")
+    assert replaced_after_s < 1.0
+    assert len(load.failures) <= clients, load.failures
+    assert len(server.worker_pids()) == 2

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from .processes import Load, app_dir, get, start, wait_until, write_app  # noqa: F401 (fixtures)
+from .processes import (Load, app_dir, connect_refused, get, start, wait_until,  # noqa: F401 (fixtures)
+                        write_app)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
 
@@ -111,3 +112,18 @@ def test_ttin_and_ttou_change_the_worker_count(start):
     server.send_signal(signal.SIGTTOU)   # never below one
     assert get(server.address)[0] == 200
     assert len(server.worker_pids()) == 1
+
+
+def test_sigterm_refuses_new_connections_while_requests_finish(start):
+    server = start("--workers", "2")
+    server.wait_for_log("serving", count=2)
+    slow = Request(server.address, "/slow?3")
+    server.wait_for_log("slow request started")
+    server.send_signal(signal.SIGTERM)
+    # Every process closed its listeners: refused, not queued where nobody accepts.
+    wait_until(lambda: connect_refused(server.address), timeout_s=10, interval_s=0.01,
+               message="new connections refused")
+    assert slow.is_alive(), "refused only once the request in flight was done"
+    slow.join(10)
+    assert slow.result == (200, "slow done"), slow.error
+    assert server.wait() == 0

@@ -83,12 +83,11 @@ def stub_http11() -> None:
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
 
     class CannedParser:
-        __slots__ = ("fed", "buffered_bytes", "message_complete")
+        __slots__ = ("fed", "buffered_bytes")
 
         def __init__(self, limits) -> None:
             self.fed = False
             self.buffered_bytes = 0
-            self.message_complete = True
 
         def feed(self, data: bytes) -> None:
             self.fed = True

@@ -412,6 +412,7 @@ class Master:
 
     # -- the loop ----------------------------------------------------------------
 
+    # region: master-loop
     def run(self) -> int:
         self._install_signal_handlers()
         try:
@@ -438,6 +439,7 @@ class Master:
             self._close_listeners()
         log.info("Stopped.")
         return self.exit_code
+    # endregion: master-loop
 
     def _select_timeout(self) -> float:
         timeout = 1.0
@@ -457,6 +459,7 @@ class Master:
 
     # -- signals: handlers only enqueue ---------------------------------------------
 
+    # region: signal-handlers
     def _install_signal_handlers(self) -> None:
         os.set_blocking(self._wakeup_write, False)
         os.set_blocking(self._wakeup_read, False)
@@ -481,6 +484,7 @@ class Master:
                 pass
         except BlockingIOError:
             pass
+    # endregion: signal-handlers
 
     def _on_signal(self, signum: int, now: float) -> None:
         if signum == signal.SIGCHLD:

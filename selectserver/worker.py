@@ -491,6 +491,7 @@ class Listener:
             self._resume_handle.cancel()
             self._resume_handle = None
 
+    # region: accept
     def on_readable(self) -> None:
         accept = self.sock.accept
         on_accept = self.worker.on_accept
@@ -510,6 +511,7 @@ class Listener:
                 # ECONNABORTED and friends: that client is gone, others wait.
                 continue
             on_accept(sock, address, local)
+    # endregion: accept
 
     def on_writable(self) -> None:
         pass

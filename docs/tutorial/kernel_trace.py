@@ -25,19 +25,19 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAGE = os.path.join(ROOT, "docs", "kernel.md")
-CALLS = "epoll_wait,epoll_ctl,accept4,recvfrom,sendto,sendmsg,setsockopt,ioctl,fcntl,close"
+CALLS = "epoll_wait,epoll_ctl,accept4,recvfrom,sendto,sendmsg,setsockopt,ioctl,close"
 PATIENCE_S = 20.0
 
 SYSCALL = re.compile(r"^(?P<name>\w+)\((?P<args>.*)\)\s+=\s+(?P<result>-?\d+)(?P<error>.*)$")
 
 
-def run_traced(directory):
-    """Serve three requests under strace; return the worker's trace lines."""
+def run_traced(directory, app_args, talk, string_bytes=48):
+    """Start the server on ``app_args`` under strace, call ``talk(address)``,
+    stop the server; return the worker's trace lines."""
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    command = ["strace", "-ff", "-qq", "-s", "48", "-e", "trace=" + CALLS,
+    command = ["strace", "-ff", "-qq", "-s", str(string_bytes), "-e", "trace=" + CALLS,
                "-o", os.path.join(directory, "trace"),
-               sys.executable, "-m", "selectserver", "selectserver.demo:app", "--port", "0",
-               "--no-access-log"]
+               sys.executable, "-m", "selectserver"] + app_args + ["--port", "0", "--no-access-log"]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -55,18 +55,7 @@ def run_traced(directory):
                 address = (match.group(1), int(match.group(2)))
         if address is None or worker is None:
             raise SystemExit("the server did not start under strace (is ptrace allowed here?)")
-        first = socket.create_connection(address, timeout=PATIENCE_S)
-        exchange(first, "/json?warm-up")          # opens the connection; not shown
-        exchange(first, "/json?keep-alive")       # part 1 of the page
-        second = socket.create_connection(address, timeout=PATIENCE_S)
-        exchange(second, "/json?new-connection")  # part 2
-        # Half-close: the server sees EOF and closes its side, and our
-        # recv() returns b"" only then, so its close is in the trace.
-        second.shutdown(socket.SHUT_WR)
-        if second.recv(65536) != b"":
-            raise SystemExit("the server answered a half-closed connection")
-        second.close()
-        first.close()
+        talk(address)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -76,6 +65,36 @@ def run_traced(directory):
             server.wait()
     with open(os.path.join(directory, "trace.%d" % worker)) as file:
         return [line.rstrip("\n") for line in file]
+
+
+def two_requests(address):
+    """One request to open a connection, one more on it, one on a new one."""
+    first = socket.create_connection(address, timeout=PATIENCE_S)
+    exchange(first, "/json?warm-up")          # opens the connection; not shown
+    exchange(first, "/json?keep-alive")       # part 1 of the page
+    second = socket.create_connection(address, timeout=PATIENCE_S)
+    exchange(second, "/json?new-connection")  # part 2
+    # Half-close: the server sees EOF and closes its side, and our
+    # recv() returns b"" only then, so its close is in the trace.
+    second.shutdown(socket.SHUT_WR)
+    if second.recv(65536) != b"":
+        raise SystemExit("the server answered a half-closed connection")
+    second.close()
+    first.close()
+
+
+def slow_reader(address):
+    """Ask docs/tutorial/apps.py for 16 MiB and read nothing for a second."""
+    sock = socket.create_connection(address, timeout=PATIENCE_S)
+    sock.sendall(b"GET /big?16 HTTP/1.1\r\nHost: kernel\r\n\r\n")
+    time.sleep(1.0)   # the scenario itself: a client that does not read yet
+    received = 0
+    while received < 16 << 20:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        received += len(chunk)
+    sock.close()
 
 
 def exchange(sock, target):
@@ -103,7 +122,9 @@ def between(lines, first_match, last_match):
 
 def shorten(line):
     # The u64 half of epoll's data repeats the fd (and a pointer); drop it.
-    return re.sub(r", u64=\d+", "", line)
+    line = re.sub(r", u64=\d+", "", line)
+    # A gather write lists every buffer; keep the first.
+    return re.sub(r"(msg_iov=\[\{[^}]*\}), \{.*\}\](, msg_iovlen=\d+)", r"\1, ...]\2", line)
 
 
 def annotate(lines, labels):
@@ -122,8 +143,11 @@ def annotate(lines, labels):
             timeout = args.rsplit(",", 1)[1].strip()
             ready = [labels.get(int(n), "fd " + n) for n in re.findall(r"u32=(\d+)", args)]
             wait = "forever" if timeout == "-1" else "at most %s ms (the next timer)" % timeout
+            kinds = re.findall(r"events=([A-Z|]+)", args)
             if result == 0:
                 note = "slept %s; nothing ready: a timer is due" % wait
+            elif kinds and all(kind == "EPOLLOUT" for kind in kinds):
+                note = "slept %s; woken: %s writable (the client read)" % (wait, " and ".join(ready))
             else:
                 note = "slept %s; woken: %s readable" % (wait, " and ".join(ready))
         elif name == "accept4":
@@ -144,15 +168,20 @@ def annotate(lines, labels):
         elif name == "recvfrom":
             note = "EOF: the client closed its side" if result == 0 else "read %d bytes from %s" % (result, label)
         elif name in ("sendto", "sendmsg"):
-            note = "%s: the kernel took %d bytes" % (label, result)
+            asked = sum(int(n) for n in re.findall(r"iov_len=(\d+)", args)) if name == "sendmsg" \
+                else int(args.split(", ")[-4])
+            if result < asked:
+                note = "%s: the kernel took only %d of %d bytes: the send buffer is full" % (label, result, asked)
+            elif name == "sendmsg":
+                note = "%s: several buffers in one call (a gather write): %d bytes" % (label, result)
+            else:
+                note = "%s: the kernel took %d bytes" % (label, result)
         elif name == "close":
             note = "close %s" % label
         elif name == "setsockopt" and "TCP_NODELAY" in args:
             note = "no Nagle delay: a response is written whole, send it now (Worker.on_accept)"
         elif name == "ioctl" and "FIONBIO" in args:
             note = "make %s non-blocking: sock.setblocking(False)" % label
-        elif name == "fcntl":
-            note = "file status flags of %s (O_NONBLOCK)" % label
         else:
             note = ""
         out.append((shorten(line), note))
@@ -183,7 +212,22 @@ def initial_labels(lines):
     return labels
 
 
-def page(lines):
+def partial_send(lines):
+    """From two lines before the first send the kernel took only part of, to
+    the line after the interest goes back to EPOLLIN alone."""
+    for index, line in enumerate(lines):
+        match = SYSCALL.match(line)
+        if match and match.group("name") == "sendto":
+            if int(match.group("result")) < int(match.group("args").split(", ")[-4]):
+                break
+    else:
+        raise SystemExit("no partial send in the trace")
+    end = next(i for i in range(index, len(lines))
+               if "EPOLL_CTL_MOD" in lines[i] and "events=EPOLLIN," in lines[i])
+    return lines[index - 2:end + 2]
+
+
+def page(lines, slow_lines):
     labels = initial_labels(lines)
     keep_alive = between(lines, "keep-alive", r"^sendto|^sendmsg")
     new_connection_start = between(lines, "new-connection", r"^sendto|^sendmsg")
@@ -197,7 +241,12 @@ def page(lines):
     new_fd = int(SYSCALL.match(lines[accept_index]).group("result"))
     end = next(i for i in range(accept_index, len(lines)) if lines[i].startswith("close(%d)" % new_fd))
     new_connection = lines[start:end + 1]
+    slow = partial_send(slow_lines)
+    slow_labels = initial_labels(slow_lines)
+    slow_labels.update({int(n): "the client (fd %s)" % n
+                        for n in re.findall(r"^sendto\((\d+)", slow[-1], re.M)})
     return TEMPLATE.format(
+        partial_send=render_block(annotate(slow, slow_labels)),
         command="strace -ff -e trace=%s -o trace python3 -m selectserver selectserver.demo:app --no-access-log" % CALLS,
         keep_alive=render_block(annotate(keep_alive, labels)),
         new_connection=render_block(annotate(new_connection, labels)),
@@ -254,6 +303,28 @@ like any other readable socket. When the client closes its side (here with
 `shutdown(SHUT_WR)`), `recvfrom` returns 0 bytes (EOF), and the connection
 leaves epoll and is closed.
 
+## A response bigger than the socket's buffer
+
+Sending at once is right as long as the kernel takes everything. Here the
+app of [docs/tutorial/apps.py](tutorial/apps.py) streams 16 MiB in 64 KiB
+pieces to a client that reads nothing for a second (run with
+`--app-dir docs/tutorial apps:app`). The sends succeed until the kernel's
+send buffer is full; then:
+
+{partial_send}
+
+The kernel took part of a piece: the connection keeps the rest (a
+`memoryview` slice, no copy) and asks epoll for `EPOLLOUT` as well
+(`Connection._update_interest`). The app's `await send()` still returns
+while less than `write_buffer_high_bytes` waits in the connection (here four
+more pieces), then it waits too, and the app produces nothing more. When
+the client reads, epoll reports
+the socket *writable*; one `sendmsg` hands the kernel the rest of the piece
+and the pieces queued behind it (a gather write, `WriteQueue.send`), the
+interest goes back to `EPOLLIN` alone, and the app resumes. This is tutorial
+step 3's `WRITING` state, and [exercise 3](tutorial/exercises.md) seen from
+the kernel's side.
+
 ## What to notice
 
 - **One blocking call.** Everything else returns at once: the listener is
@@ -262,12 +333,13 @@ leaves epoll and is closed.
 - **Level-triggered.** epoll reports the connection readable as long as
   bytes wait, so one `recvfrom` per wake-up is enough; the loop does not need
   to read until `EAGAIN` (tutorial step 2).
-- **No `epoll_ctl` per request.** The interest changes only when the state
-  asks for something new (tutorial step 3).
-- **Compare with your own servers.** Run the tutorial's steps under the same
-  `strace` command: step 1 blocks in `accept4` and `recvfrom` themselves; step
-  2 calls `select` with every socket on each turn; step 3 does what is shown
-  here.
+- **No `epoll_ctl` per request.** The interest changes when a connection
+  comes or goes, and when the kernel cannot take a whole response; a
+  keep-alive request that fits costs three calls (tutorial step 3).
+- **Compare with the tutorial's servers.** Run its steps under the same
+  `strace` command (add `select` for step 2): step 1 blocks in `accept4` and
+  `recvfrom` themselves; step 2 hands `select` every socket on each turn;
+  step 3 does what is shown here.
 
 Regenerate this page with `python3 docs/tutorial/kernel_trace.py` (needs
 `strace`).
@@ -281,8 +353,13 @@ def main(argv):
     if shutil.which("strace") is None:
         raise SystemExit("strace is not installed (apt-get install strace)")
     directory = tempfile.mkdtemp(prefix="kernel-trace-")
+    os.mkdir(os.path.join(directory, "slow"))
     try:
-        text = page(run_traced(directory))
+        lines = run_traced(directory, ["selectserver.demo:app"], two_requests)
+        slow_lines = run_traced(os.path.join(directory, "slow"),
+                                ["--app-dir", "docs/tutorial", "apps:app", "--lifespan", "off"],
+                                slow_reader, string_bytes=16)
+        text = page(lines, slow_lines)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     if args.print:

@@ -76,6 +76,8 @@ OPTIONS: List[tuple] = [
     # -- processes
     (("--workers", "-w"), "workers", dict(type=int, metavar="N", help="Worker processes. [default: $WEB_CONCURRENCY or 1]")),
     (("--threads",), "threads", dict(type=int, metavar="N", help="WSGI thread pool size per worker. [default: 10]")),
+    (("--threads-queue",), "threads_queue", dict(type=int, metavar="N", help="WSGI requests that may wait for a thread; beyond, 503 with Retry-After. [default: 32 x --threads]")),
+    (("--wsgi-stream-input",), "wsgi_stream_input", dict(action="store_true", default=None, help="WSGI: start the app before the request body has arrived and stream wsgi.input (holds a thread while a slow client uploads).")),
     (("--reload",), "reload", dict(action="store_true", default=None, help="Restart the worker when the app's source files change (development).")),
     (("--reload-dir",), "reload_dirs", dict(action="append", metavar="DIR", help="Directory to watch for --reload (repeatable).")),
     (("--timeout-worker",), "timeout_worker_s", dict(type=float, metavar="SECONDS", help="Replace a worker whose loop is stuck this long. [default: 30]")),

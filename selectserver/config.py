@@ -51,6 +51,8 @@ class Config:
     # processes
     workers: int = 1
     threads: int = 10                     # WSGI thread pool per worker
+    threads_queue: Optional[int] = None   # WSGI requests waiting for a thread before 503 (32 x threads)
+    wsgi_stream_input: bool = False       # WSGI: run the app before its body has arrived
     reload: bool = False
     reload_dirs: List[str] = field(default_factory=list)
     timeout_worker_s: float = 30.0        # heartbeat: a stuck worker is replaced after this
@@ -136,7 +138,7 @@ class Config:
         for name in ("max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
                 raise ConfigError("%s must not be negative" % flag(name))
-        for name in ("limit_request_body_bytes", "limit_concurrency"):
+        for name in ("limit_request_body_bytes", "limit_concurrency", "threads_queue"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError("%s must be at least 1 (or unset), not %r" % (flag(name), value))

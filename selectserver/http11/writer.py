@@ -14,6 +14,7 @@ a second.
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, List, Optional, Tuple
 
 from ..errors import InvalidResponse
@@ -347,3 +348,52 @@ def _read_semantic_fields(
             line + b"\r\n" for line in date_server.split(b"\r\n")
             if line and (lower_field_name(line.partition(b":")[0]) not in own_fields))
     return close, keep_alive, date_server
+
+
+# -- rules for servers that build a head from text (WSGI) -----------------------------
+
+def status_has_body(status: int) -> bool:
+    """Can a response with ``status`` have content at all?
+
+    RFC 9110 §15.2, §15.3.5, §15.4.5: never a 1xx, 204 or 304, so a server
+    that knows the size of what the app gave must not announce it there.
+    """
+    return status >= 200 and status != 204 and status != 304
+
+
+def response_has_body(status: int, method: bytes) -> bool:
+    """``status_has_body``, and not the answer to HEAD (RFC 9110 §9.3.2)."""
+    return status >= 200 and status != 204 and status != 304 and method != b"HEAD"
+
+
+def status_code(status_text: str) -> int:
+    """The code of a status line's text such as ``"200 OK"``.
+
+    RFC 9112 §4: status-code SP reason-phrase, three digits first.  Raises
+    ``InvalidResponse`` for anything else, or a CR, LF or NUL that would end
+    the line; ``TypeError`` for what is not a str.
+    """
+    if status_text.__class__ is not str:
+        raise TypeError("status must be a str such as '200 OK', not %r" % (status_text,))
+    code = status_text[:3]
+    if not (code.isdigit() and code.isascii()) or (len(status_text) > 3 and status_text[3] != " "):
+        raise InvalidResponse("invalid status %r" % (status_text,))
+    if not status_text.isprintable() and _LINE_BREAKERS.search(status_text):
+        raise InvalidResponse("CR, LF or NUL in status %r" % (status_text,))
+    return int(code)
+
+
+def check_field_text(name: str, value: str) -> None:
+    """Raise ``InvalidResponse`` if a header given as text could end its line.
+
+    RFC 9110 §5.5: no CR, LF or NUL in a field.  ``isprintable()`` is the
+    fast way to say "no control characters"; only text that fails it (a
+    tab, say) is searched.  The writer checks the encoded head again (names
+    must be tokens); this lets the app learn of it where it can react.
+    """
+    text = name + value
+    if not text.isprintable() and _LINE_BREAKERS.search(text):
+        raise InvalidResponse("CR, LF or NUL in header %r" % (name,))
+
+
+_LINE_BREAKERS = re.compile(r"[\r\n\0]")

@@ -129,10 +129,10 @@ def test_readline_iteration_over_the_body(serve):
     assert body == lines and headers["X-Lines"] == "1000"
 
 
-def test_100_continue_only_when_the_app_reads(serve):
+def test_100_continue_only_when_the_app_reads_a_streamed_body(serve):
     head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\n\r\n")
-    server = serve(wsgi_apps.echo)
+    server = serve(wsgi_apps.echo, wsgi_stream_input=True)
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(head)
         interim = b""
@@ -142,16 +142,32 @@ def test_100_continue_only_when_the_app_reads(serve):
         sock.sendall(b"hello")
         status, _, body, _ = read_response(sock, interim.partition(b"\r\n\r\n")[2])
         assert (status, body) == (200, b"hello")
-    server = serve(wsgi_apps.never_reads)
+    server = serve(wsgi_apps.never_reads, wsgi_stream_input=True)
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(head)
         status, _, body, _ = read_response(sock)
         assert (status, body) == (200, b"not interested")
 
 
+def test_100_continue_at_once_when_the_body_is_buffered(serve):
+    # The body is collected before the app runs, so the client is asked for
+    # it at once, whether the app will read it or not.
+    server = serve(wsgi_apps.never_reads)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"hello")
+        status, _, body, _ = read_response(sock, interim.partition(b"\r\n\r\n")[2])
+        assert (status, body) == (200, b"not interested")
+
+
 def test_large_upload_stays_in_bounded_buffers(serve):
     probe = wsgi_apps.Probe()
-    server = serve(wsgi_apps.slow_reader(probe))
+    server = serve(wsgi_apps.slow_reader(probe), wsgi_stream_input=True)
     probe.server = server
     total = 64 * MIB
     piece = b"z" * MIB
@@ -175,12 +191,105 @@ def test_large_upload_stays_in_bounded_buffers(serve):
 
 def test_client_leaving_mid_body_raises_in_read_and_closes(serve):
     probe = wsgi_apps.Probe()
-    server = serve(wsgi_apps.reads_until_gone(probe))
+    server = serve(wsgi_apps.reads_until_gone(probe), wsgi_stream_input=True)
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 5000)
         assert probe.started.wait(10)
     assert probe.closed.wait(10)
     assert len(probe.errors) == 1 and isinstance(probe.errors[0], OSError)
+
+
+# -- bodies collected before the app runs -----------------------------------------------------
+
+
+def open_trickler(server, sent=b"a"):
+    """A connection that sent its head and part of a body, and stays."""
+    sock = socket.create_connection(server.address, timeout=10)
+    sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + sent)
+    return sock
+
+
+def counts_bodies(seen):
+    """Answers at once; records the length of each body it was given."""
+
+    def app(environ, start_response):
+        seen.append(len(environ["wsgi.input"].read()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    return app
+
+
+def test_slow_uploads_hold_no_thread(serve):
+    # Issue 10: as many slow uploads as threads (and ten times more) used to
+    # stop every other request.  Their bodies are collected on the loop now.
+    seen = []
+    server = serve(counts_bodies(seen), threads=2)
+    tricklers = [open_trickler(server) for _ in range(20)]
+    try:
+        for sock in tricklers[:5]:
+            sock.sendall(b"b")   # still arriving, a byte at a time
+        status, _, body = get(server, "/other")
+        assert (status, body) == (200, b"ok")
+        assert seen == [0]   # no slow upload reached the app
+    finally:
+        for sock in tricklers:
+            sock.close()
+
+
+def test_a_client_leaving_mid_body_never_reaches_the_app(serve):
+    seen = []
+    server = serve(counts_bodies(seen), threads=1)
+    # 700 KB: more than the in-memory bound, so part of it went to a file.
+    sock = open_trickler(server)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    sock.close()
+    with socket.create_connection(server.address, timeout=10) as big:
+        big.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                    + b"a" * 700000)
+    # The pool's one thread is free: the next request is served.
+    assert get(server, "/after")[0] == 200
+    assert seen == [0]
+
+
+def test_a_large_upload_is_spooled_and_read_whole(serve):
+    server = serve(wsgi_apps.echo_lines)
+    lines = b"".join(b"line %06d\n" % n for n in range(100000))   # 1.2 MB
+    status, headers, body = get(server, method="POST", body=lines)
+    assert status == 200 and body == lines and headers["X-Lines"] == "100000"
+
+
+def test_a_full_queue_answers_503_without_calling_the_app(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.blocking(probe), threads=1, threads_queue=1)
+    results = []
+
+    def request(path):
+        results.append(get(server, path))
+
+    first = threading.Thread(target=request, args=("/block",))
+    first.start()
+    try:
+        assert probe.started.wait(10)          # the one thread is busy
+        second = threading.Thread(target=request, args=("/queued",))
+        second.start()
+        deadline = time.monotonic() + 10
+        while not _started(server, b"/queued") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, headers, body = get(server, "/refused")   # the queue is full
+        assert status == 503
+        assert headers["retry-after"] == "1" and headers["connection"] == "close"
+    finally:
+        probe.release.set()
+        first.join(10)
+        second.join(10)
+    assert sorted(r[0] for r in results) == [200, 200]
+
+
+def _started(server, target):
+    """Has the server begun the request for ``target`` (its cycle is queued)?"""
+    return any(conn.request is not None and conn.request.target == target
+               for conn in list(server.worker.state.connections))
 
 
 # -- the thread pool ------------------------------------------------------------------------

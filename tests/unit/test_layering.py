@@ -38,7 +38,10 @@ LAYERS = [
     # 3. one connection
     {"connection"},
     # 4. applications; the websocket cycle builds on the http one
-    {"asgi", "lifespan", "wsgi"},
+    {"asgi", "lifespan", "wsgi/bridge", "wsgi/input", "wsgi/files", "wsgi/environ"},
+    {"wsgi/cycle"},
+    {"wsgi/pool"},
+    {"wsgi/__init__"},
     {"websocket", "websocket/asgi", "websocket/*"},
     # 5. processes, with the worker's helpers below it
     {"sockets", "logs", "trace"},
@@ -268,7 +271,7 @@ def test_imports_are_resolved(name, source, expected):
     ("http11/parser", "from ..connection import Connection", "not below"),
     ("http11/parser", "from .writer import ResponseWriter", "not below"),
     ("connection", "from .loop import EventLoop", "only cli, trace, worker may import loop"),
-    ("wsgi", "from .task import AppTask", "only asgi, lifespan, trace, websocket, websocket/asgi may import task"),
+    ("wsgi/cycle", "from ..task import AppTask", "only asgi, lifespan, trace, websocket, websocket/asgi may import task"),
     ("loop", "from .errors import HTTPError", "not below"),
     ("errors", "import selectserver", "not below"),
     ("worker", "from .mystery import thing", "no place in LAYERS"),

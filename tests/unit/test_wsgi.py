@@ -18,7 +18,9 @@ import pytest
 from selectserver.config import Config
 from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
-    ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ, _script_name)
+    ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ)
+from selectserver.wsgi import script_name_of as _script_name
+from selectserver.wsgi.cycle import TRANSITIONS, CycleEvent, CycleState
 from tests.apps import wsgi_apps
 
 BASE = {
@@ -53,6 +55,7 @@ class FakeServer:
         self.scheme = "http"
         self.read_high_bytes = config.read_buffer_high_bytes
         self.write_high_bytes = config.write_buffer_high_bytes
+        self.on_response = None
 
 
 class FakeConnection:
@@ -67,6 +70,8 @@ class FakeConnection:
         self.calls = []
         self.body_events = list(body_events)
         self.must_wait = must_wait
+        self.writer = None
+        self.started_at = 0.0
 
     def receive_body(self):
         self.calls.append(("receive_body",))
@@ -115,7 +120,7 @@ def serve(app, request=None, conn=None):
     cycle.environ = environ_for(request, conn)
     cycle.environ["wsgi.input"] = cycle.input
     conn.cycle = cycle
-    cycle.run(threading.Condition(threading.RLock()))
+    cycle.run()
     return conn
 
 
@@ -288,8 +293,14 @@ class FakeBodySource:
     def __init__(self, pieces, high_bytes=1024):
         self.pieces = list(pieces)
         self.requests = 0
+        self.lock = threading.Lock()
         self.input = WSGIInput(self, True, high_bytes)
-        self.input._cond = threading.Condition(threading.RLock())
+
+    def notify(self):
+        pass
+
+    def wait(self):
+        raise AssertionError("the read would wait forever")
 
     def request_body(self):
         self.requests += 1
@@ -371,9 +382,7 @@ def test_read_n_larger_than_the_buffer_completes():
 
 
 def test_a_disconnect_raises_after_the_buffered_bytes():
-    body = WSGIInput(None, True, 1024)
-    body._cond = threading.Condition(threading.RLock())
-    body._requested = True
+    body = FakeBodySource([]).input
     body.feed(b"partial")
     body.fail(ClientDisconnected("client disconnected"))
     assert body.read(3) == b"par"
@@ -603,7 +612,7 @@ def test_an_app_is_not_called_for_a_client_already_gone():
     cycle.environ = environ_for(request, conn)
     conn.cycle = cycle
     cycle.on_disconnect()
-    cycle.run(threading.Condition(threading.RLock()))
+    cycle.run()
     assert called == [] and conn.calls == []
 
 
@@ -739,25 +748,32 @@ def test_interface_detection():
 # -- a body that arrived with its head ------------------------------------------------
 
 
-class FakeParser:
-    def __init__(self, body_complete):
-        self.body_complete = body_complete
+# -- the body collected before the app runs (buffered) -------------------------------------
 
 
-def whole_body_cycle(app, body_complete=True, **fields):
-    conn = FakeConnection(body_events=[Data(b"ab"), Data(b"cd"), END_OF_MESSAGE])
+def buffered_cycle(app, events, spool_bytes=None, **fields):
+    conn = FakeConnection(body_events=events)
     request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4,
                            **fields)
     conn.request = request
-    conn.parser = FakeParser(body_complete)
-    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop))
+    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop), buffered=True)
+    if spool_bytes is not None:
+        cycle.spool_bytes = spool_bytes
     cycle.environ = environ_for(request, conn)
     cycle.environ["wsgi.input"] = cycle.input
     conn.cycle = cycle
-    return conn, cycle
+    queued = []
+    cycle.on_body = queued.append
+    return conn, cycle, queued
 
 
-def test_a_body_that_arrived_whole_is_in_wsgi_input_before_the_app_runs():
+def echo_read(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [])
+    return [body]
+
+
+def test_a_buffered_body_is_in_wsgi_input_before_the_app_runs():
     reads = []
 
     def app(environ, start_response):
@@ -768,24 +784,166 @@ def test_a_body_that_arrived_whole_is_in_wsgi_input_before_the_app_runs():
         start_response("200 OK", [("Content-Length", "0")])
         return []
 
-    conn, cycle = whole_body_cycle(app)
-    cycle.take_whole_body()
+    conn, cycle, queued = buffered_cycle(app, [Data(b"ab"), Data(b"cd"), END_OF_MESSAGE])
+    assert cycle.state is CycleState.RECEIVING
+    cycle.receive_on_loop()
     assert conn.calls == [("receive_body",)] * 3
-    cycle.run(threading.Condition(threading.RLock()))
+    assert queued == [cycle] and cycle.state is CycleState.QUEUED
+    cycle.run()
     assert reads == [b"abcd"]
+    assert conn.calls[-1] == ("respond", 200, [(b"Content-Length", b"0")], b"", True)
 
 
-@pytest.mark.parametrize("fields, complete", [({"expect_continue": True}, True), ({}, False)])
-def test_a_body_is_left_to_the_app_when_it_must_wait(fields, complete):
-    # Expect: 100-continue (the client waits for the app's first read), or
-    # a body not all here yet: the app's reads pull it, as before.
+def test_a_body_still_arriving_holds_no_thread_until_it_ends():
+    conn, cycle, queued = buffered_cycle(echo_read, [Data(b"ab")], expect_continue=True)
+    cycle.receive_on_loop()
+    assert queued == [] and cycle.state is CycleState.RECEIVING
+    conn.body_events = [Data(b"cd"), END_OF_MESSAGE]
+    cycle.on_data_received()
+    assert queued == [cycle]
+    cycle.run()
+    assert conn.calls[-1] == ("respond", 200, [(b"content-length", b"4")], b"abcd", True)
+
+
+def test_a_large_buffered_body_goes_to_a_temporary_file():
+    pieces = [b"line %d\n" % n for n in range(100)]
+    lines = []
+
     def app(environ, start_response):
-        body = environ["wsgi.input"].read()
-        start_response("200 OK", [("Content-Length", str(len(body)))])
-        return [body]
+        body = environ["wsgi.input"]
+        lines.append(body.readline())
+        lines.append(body.read(7))
+        lines.extend(body)
+        start_response("204 No Content", [])
+        return []
 
-    conn, cycle = whole_body_cycle(app, body_complete=complete, **fields)
-    cycle.take_whole_body()
-    assert conn.calls == []
-    cycle.run(threading.Condition(threading.RLock()))
-    assert ("respond", 200, [(b"Content-Length", b"4")], b"abcd", True) in conn.calls
+    conn, cycle, queued = buffered_cycle(app, [Data(p) for p in pieces] + [END_OF_MESSAGE],
+                                         spool_bytes=64)
+    cycle.receive_on_loop()
+    assert cycle.input._file is not None and cycle.input.buffered_bytes == 0
+    cycle.run()
+    assert b"".join(lines) == b"".join(pieces)
+    assert lines[:2] == [b"line 0\n", b"line 1\n"]
+    assert cycle.input._file.closed   # dropped with the request
+
+
+def test_a_client_gone_while_its_body_arrives_never_reaches_the_pool():
+    logged = []
+    conn, cycle, queued = buffered_cycle(echo_read, [Data(b"a")])
+    conn.server.on_response = lambda *args: logged.append(args)
+    conn.writer = FakeWriter()
+    cycle.receive_on_loop()
+    cycle.input.spill(io.BytesIO())
+    cycle.on_disconnect()
+    assert cycle.state is CycleState.GONE and queued == []
+    assert cycle.input._file.closed
+    assert len(logged) == 1   # the access log has its line
+    cycle.run()               # had it been queued: the app is not called
+    assert conn.calls == [("receive_body",), ("receive_body",)]
+
+
+class FakeWriter:
+    finished = False
+    status = 0
+    bytes_sent = 0
+
+
+def test_a_full_pool_refuses_with_503_and_retry_after():
+    conn, cycle, queued = buffered_cycle(echo_read, [Data(b"abcd"), END_OF_MESSAGE])
+    cycle.on_body = lambda cycle: cycle.refuse_on_loop(1)
+    cycle.receive_on_loop()
+    assert cycle.state is CycleState.DONE
+    (_, status, headers, body, end), = [c for c in conn.calls if c[0] == "respond"]
+    assert status == 503 and end and body.startswith(b"503")
+    assert (b"retry-after", b"1") in headers and (b"connection", b"close") in headers
+
+
+# -- the cycle's state table ---------------------------------------------------------------
+
+
+class TableCycle(WSGICycle):
+    """A cycle put in any state, to apply one event to it."""
+
+    def __init__(self, state):
+        conn = FakeConnection()
+        super().__init__(conn, hello, make_request(), LoopQueue(conn.loop))
+        self.state = state
+
+
+@pytest.mark.parametrize("state, event", sorted(TRANSITIONS, key=lambda k: (k[0].name, k[1].name)))
+def test_every_allowed_move_of_the_cycle(state, event):
+    cycle = TableCycle(state)
+    assert cycle._advance(event) is TRANSITIONS[state, event]
+    assert cycle.state is TRANSITIONS[state, event]
+
+
+@pytest.mark.parametrize("state, event", [
+    (CycleState.QUEUED, CycleEvent.HEAD),          # a head before a thread took it
+    (CycleState.DONE, CycleEvent.ENDED),           # a second end
+    (CycleState.RECEIVING, CycleEvent.STARTED),    # a thread before the body
+])
+def test_a_forbidden_move_raises_and_changes_nothing(state, event):
+    cycle = TableCycle(state)
+    with pytest.raises(RuntimeError, match="no move"):
+        cycle._advance(event)
+    assert cycle.state is state
+
+
+def test_every_state_but_gone_is_left_when_the_client_leaves():
+    for state in CycleState:
+        assert TRANSITIONS[state, CycleEvent.DISCONNECTED] is CycleState.GONE
+
+
+def test_an_app_that_fails_because_the_client_left_is_not_an_error(caplog):
+    # A malformed chunk: the connection answers 400 and tells the cycle,
+    # while the app's thread waits in read().  The app's own exception,
+    # raised from ours, is the client's doing: debug, not ERROR.
+    conn = FakeConnection([Data(b"a")])
+    real_receive = conn.receive_body
+
+    def receive_body():
+        event = real_receive()
+        if event is None:
+            conn.cycle.on_disconnect()
+        return event
+
+    conn.receive_body = receive_body
+
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read()
+        except OSError as exc:
+            raise ValueError("upload failed") from exc
+        start_response("200 OK", [])
+        return []
+
+    caplog.set_level("DEBUG", logger="selectserver.error")
+    serve(app, make_request(b"POST", headers=[(b"transfer-encoding", b"chunked")], chunked=True),
+          conn)
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    assert any("client gone" in r.getMessage() for r in caplog.records)
+    assert not any(call[0] in ("respond", "respond_error", "abort") for call in conn.calls)
+
+
+def test_an_iterable_is_closed_at_the_next_piece_after_the_client_left():
+    conn = FakeConnection()
+    events = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+
+        def pieces():
+            try:
+                yield b"first"
+                conn.cycle.on_disconnect() if conn.cycle else None
+                events.append("left")
+                yield b"second"
+                events.append("never")
+                yield b"third"
+            finally:
+                events.append("closed")
+        return pieces()
+
+    cycle_conn = serve(app, conn=conn)
+    assert events == ["left", "closed"]
+    assert [c[0] for c in cycle_conn.calls] == ["respond"]

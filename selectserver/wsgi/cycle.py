@@ -1,0 +1,580 @@
+"""The WSGI cycle: one request, an app's thread on one side, the loop on the other.
+
+The loop builds the cycle, collects the body (unless the app streams it),
+and queues it for the pool; a pool thread calls the app and hands what it
+says back to the loop (``LoopQueue``), which alone calls the connection.
+Two streams cross between them, each bounded: the request body
+(``WSGIInput``) and the response, whose pieces the app's thread hands over
+only while the loop has room for them.
+
+Where the cycle stands is one state, changed only by ``_advance()`` from the
+table below.  Both threads change it (the app's thread as it answers, the
+loop when the client leaves or a file is sent), so ``_advance`` holds the
+cycle's lock; the input and the flow-control counters live under the same
+lock, and the app's thread waits on one condition of it.  A client that
+leaves moves the cycle to GONE before the input fails, so the app's thread
+always knows why its read failed.
+
+Invariant: an app's ``close()`` is called exactly once, on the app's thread,
+whatever happens to the response or the client; HTTP framing is decided by
+``http11.writer``, never here.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import stat
+import tempfile
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..connection import Connection, Cycle
+from ..errors import InvalidResponse
+from ..http11.events import Data, Request
+from ..http11.writer import check_field_text, response_has_body, status_code, status_has_body
+from .bridge import LoopQueue
+from .files import FileWrapper
+from .input import NO_BODY, ClientDisconnected, WSGIInput
+
+log = logging.getLogger("selectserver.error")
+
+
+class CycleState(enum.Enum):
+    # Identity hash, as connection.State: the table is looked up per request.
+    __hash__ = object.__hash__
+
+    RECEIVING = "receiving the body"   # the loop collects it; no thread is held
+    QUEUED = "queued"                  # waiting for a pool thread
+    RUNNING = "running"                # the app runs; no head handed over yet
+    STREAMING = "streaming"            # the head went out; body pieces follow
+    SENDING_FILE = "sending a file"    # the loop sends a file; the thread waits
+    DONE = "done"                      # the whole response went to the loop
+    GONE = "gone"                      # the connection takes no more of it
+
+
+class CycleEvent(enum.Enum):
+    __hash__ = object.__hash__
+
+    BODY_RECEIVED = "body received"    # loop: the whole body is in wsgi.input
+    REFUSED = "refused"                # loop: the pool is full, 503
+    STARTED = "started"                # thread: took the cycle from the queue
+    HEAD = "head"                      # thread: handed the head (and a first piece)
+    FILE = "file"                      # thread: handed a file to send
+    ENDED = "ended"                    # thread: handed the end of the response
+    FAILED = "failed"                  # thread: the app failed; 500 or a reset
+    FILE_SENT = "file sent"            # loop: the file is out
+    DISCONNECTED = "disconnected"      # loop: the client left, the head was
+                                       # refused, or the loop stopped
+
+
+RECEIVING, QUEUED, RUNNING, STREAMING, SENDING_FILE, DONE, GONE = CycleState
+(BODY_RECEIVED, REFUSED, STARTED, HEAD, FILE, ENDED, FAILED, FILE_SENT,
+ DISCONNECTED) = CycleEvent
+
+# (state, event) -> next state.  GONE absorbs what the app's thread does
+# afterwards: the thread learns of it from the state it gets back.
+TRANSITIONS: Dict[Tuple[CycleState, CycleEvent], CycleState] = {
+    (RECEIVING, BODY_RECEIVED): QUEUED,
+    (RECEIVING, DISCONNECTED): GONE,
+    (QUEUED, STARTED): RUNNING,
+    (QUEUED, REFUSED): DONE,
+    (QUEUED, DISCONNECTED): GONE,
+    (RUNNING, HEAD): STREAMING,
+    (RUNNING, FILE): SENDING_FILE,
+    (RUNNING, ENDED): DONE,
+    (RUNNING, FAILED): DONE,
+    (RUNNING, DISCONNECTED): GONE,
+    (STREAMING, FILE): SENDING_FILE,
+    (STREAMING, ENDED): DONE,
+    (STREAMING, FAILED): DONE,
+    (STREAMING, DISCONNECTED): GONE,
+    (SENDING_FILE, FILE_SENT): DONE,
+    (SENDING_FILE, DISCONNECTED): GONE,
+    (DONE, DISCONNECTED): GONE,
+    (GONE, STARTED): GONE,
+    (GONE, HEAD): GONE,
+    (GONE, FILE): GONE,
+    (GONE, ENDED): GONE,
+    (GONE, FAILED): GONE,
+    (GONE, DISCONNECTED): GONE,
+}
+
+_TRANSITIONS_GET = TRANSITIONS.get
+
+
+class ResponseGone(Exception):
+    """The response cannot go on (client gone, or the loop refused it)."""
+
+
+class WSGICycle(Cycle):
+    """One request served by a WSGI app.
+
+    Methods named ``*_on_loop`` and the ``Cycle`` notifications run on the
+    loop; ``run``, ``start_response`` and ``write`` on the app's thread.
+    """
+
+    __slots__ = (
+        "conn", "request", "to_loop", "app", "environ", "input", "state", "lock", "_changed",
+        "high_bytes", "spool_bytes", "on_body",
+        # the response as the app described it (the app's thread)
+        "status", "headers", "content_length", "app_frames", "remaining",
+        # flow control, under the lock
+        "in_flight", "blocked",
+    )
+
+    def __init__(self, conn: Connection, app: Any, request: Request, to_loop: LoopQueue,
+                 buffered: bool = False) -> None:
+        self.conn = conn
+        self.request = request
+        self.to_loop = to_loop
+        self.app = app
+        self.environ: Dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self._changed: Any = None      # a Condition of lock, made when a thread first waits
+        server = conn.server
+        # Without a body, all requests share one input that is always at its end.
+        has_body = request.has_body
+        self.input = WSGIInput(self, True, server.read_high_bytes) if has_body else NO_BODY
+        self.state = RECEIVING if has_body and buffered else QUEUED
+        # A buffered body above this goes to a temporary file.
+        self.spool_bytes = server.read_high_bytes
+        # Called on the loop once a buffered body is whole (the pool's admission).
+        self.on_body: Optional[Callable[["WSGICycle"], None]] = None
+        self.high_bytes = server.write_high_bytes
+        self.status = 0
+        self.headers: List[Tuple[bytes, bytes]] = []
+        self.content_length: Optional[int] = None
+        self.app_frames = False        # the app sent Content-Length or Transfer-Encoding
+        self.remaining = -1            # body bytes the app's Content-Length still allows
+        self.in_flight = 0             # bytes handed to the loop, not yet written
+        self.blocked = False           # the connection's write buffer is above its mark
+
+    # -- the state ---------------------------------------------------------------------
+
+    def _advance(self, event: CycleEvent) -> CycleState:
+        """Apply ``event`` from either thread; return the new state.
+
+        RuntimeError for a move the table does not allow (our bug).
+        """
+        with self.lock:
+            new = _TRANSITIONS_GET((self.state, event))
+            if new is None:
+                raise RuntimeError("WSGI cycle: no move from %s on %s"
+                                   % (self.state.name, event.name))
+            self.state = new
+            if self._changed is not None:
+                self._changed.notify()
+        return new
+
+    def wait(self) -> None:
+        """Wait for a change (the app's thread, with ``lock`` held)."""
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = threading.Condition(self.lock)
+        changed.wait()
+
+    def notify(self) -> None:
+        """Wake the app's thread (with ``lock`` held)."""
+        changed = self._changed
+        if changed is not None:
+            changed.notify()
+
+    # -- the app's thread ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Call the app and hand its response to the loop (a pool thread)."""
+        if self._advance(STARTED) is GONE:
+            self.input.close()
+            return  # the client left while the request waited for a thread
+        result = None
+        finished = False
+        try:
+            result = self.app(self.environ, self.start_response)
+            if result.__class__ is list and self.state is RUNNING:
+                self._respond_whole(result)
+            elif result.__class__ is FileWrapper and self._can_send_file(result.filelike):
+                self._send_file(result.filelike)
+            else:
+                self._send_iterable(result)
+            finished = True
+        except ResponseGone:
+            finished = True
+            log.debug("client gone before the response ended (%s)", self._describe())
+        except Exception as exc:
+            finished = True
+            if _caused_by_client(exc):
+                log.debug("client gone: %s (%s)", exc, self._describe())
+            else:
+                log.exception("Exception in WSGI application (%s)", self._describe())
+            self._fail()
+        finally:
+            if not finished:
+                # A BaseException (SystemExit, KeyboardInterrupt) left the app:
+                # end the response as for an error, then let it propagate.
+                self._fail()
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    log.exception("Exception in close() of WSGI response (%s)", self._describe())
+            if self.input._file is not None:
+                self.input.close()
+
+    def start_response(self, status: str, headers: List[Tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        """PEP 3333 ``start_response``; raises on a status or header HTTP cannot carry."""
+        if exc_info is not None:
+            try:
+                if self.state is not RUNNING and self.state is not QUEUED:
+                    # PEP 3333: too late to replace the head; re-raise the app's error.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status:
+            raise RuntimeError("start_response() called twice without exc_info")
+        code = status_code(status)
+        pairs = []
+        content_length = None
+        app_frames = False
+        for name, value in headers:
+            if name.__class__ is not str or value.__class__ is not str:
+                raise TypeError("header names and values must be str, not %r" % ((name, value),))
+            if not (name + value).isprintable():
+                # Printable text has no CR, LF or NUL; the rest is checked
+                # where the rule lives (a call per header cost 1k instructions).
+                check_field_text(name, value)
+            pairs.append((name.encode("latin-1"), value.encode("latin-1")))
+            if len(name) in (14, 17):
+                lowered = name.lower()
+                if lowered == "content-length":
+                    app_frames = True
+                    if value.isdigit():
+                        content_length = int(value)
+                elif lowered == "transfer-encoding":
+                    app_frames = True
+        self.status = code
+        self.headers = pairs
+        self.content_length = content_length
+        self.remaining = -1 if content_length is None else content_length
+        self.app_frames = app_frames
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's ``write()``: returns once the loop has room for ``data``."""
+        if not self.status:
+            raise RuntimeError("write() before start_response()")
+        try:
+            self._send_body(data)
+        except ResponseGone:
+            raise ClientDisconnected("client disconnected") from None
+
+    def _respond_whole(self, result: list) -> None:
+        """Everything is known: head, body and length go to the loop in one call."""
+        body = b"".join(result)
+        if not self.status:
+            raise RuntimeError("WSGI app returned without calling start_response()")
+        headers = self.headers
+        if not self.app_frames and response_has_body(self.status, self.request.method):
+            headers.append((b"content-length", b"%d" % len(body)))
+        self._hand_over(ENDED, self._respond_on_loop, self.status, headers, body, True)
+
+    def _send_iterable(self, result: Any) -> None:
+        if hasattr(result, "__await__"):
+            raise TypeError("the WSGI app returned an awaitable: is it an ASGI app? "
+                            "(start with --interface asgi3)")
+        for data in result:
+            if data:
+                if not self.status:
+                    raise RuntimeError("WSGI app yielded a body before calling start_response()")
+                self._send_body(data)
+                if self.remaining == 0:
+                    break  # Content-Length reached: the rest would be dropped anyway
+            elif self.state is GONE:
+                raise ResponseGone
+        if not self.status:
+            raise RuntimeError("WSGI app returned without calling start_response()")
+        if self.state is RUNNING:
+            self._respond_whole([])
+        else:
+            self._hand_over(ENDED, self._send_on_loop, b"", True)
+
+    def _send_body(self, data: bytes) -> None:
+        """Hand a piece of body to the loop, after waiting for room."""
+        if data.__class__ is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError("WSGI body pieces must be bytes, not %s" % type(data).__name__)
+            data = bytes(data)
+        if not data:
+            return
+        remaining = self.remaining
+        if remaining >= 0:
+            if remaining < len(data):
+                data = data[:remaining]
+            self.remaining = remaining - len(data)
+        self._wait_for_room(len(data))
+        if self.state is RUNNING:
+            self._hand_over(HEAD, self._respond_on_loop, self.status, self.headers, data, False)
+        else:
+            self._hand_over(None, self._send_on_loop, data, False)
+
+    def _wait_for_room(self, size: int) -> None:
+        with self.lock:
+            while (self.blocked or self.in_flight >= self.high_bytes) and self.state is not GONE:
+                self.wait()
+            if self.state is GONE:
+                raise ResponseGone
+            self.in_flight += size
+
+    def _can_send_file(self, file: Any) -> bool:
+        if self.content_length is None and (self.state is not RUNNING or self.app_frames):
+            return False  # chunked: file bytes cannot be sent as they are
+        try:
+            return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return False  # no descriptor (io.BytesIO, a closed file, ...)
+
+    def _send_file(self, file: Any) -> None:
+        """The loop sends the file with sendfile; we wait here until it is done."""
+        offset = file.tell()
+        count = max(0, os.fstat(file.fileno()).st_size - offset)
+        if self.remaining >= 0:
+            count = min(count, self.remaining)
+        if not self.status:
+            raise RuntimeError("WSGI app returned without calling start_response()")
+        head = None
+        if self.state is RUNNING:
+            headers = self.headers
+            if not self.app_frames and status_has_body(self.status):
+                headers.append((b"content-length", b"%d" % count))
+            head = (self.status, headers)
+        self._wait_for_room(0)
+        self._hand_over(FILE, self._send_file_on_loop, head, file, offset, count)
+        with self.lock:
+            while self.state is SENDING_FILE:
+                self.wait()
+
+    def _fail(self) -> None:
+        """500 if the head is not out yet, else a broken connection."""
+        # Only this thread leaves RUNNING for STREAMING; the loop can only
+        # make it GONE meanwhile, and GONE absorbs FAILED.
+        state = self.state
+        if state is not RUNNING and state is not STREAMING:
+            return
+        try:
+            self._hand_over(FAILED, self._fail_on_loop, state is STREAMING)
+        except ResponseGone:
+            pass
+
+    def _hand_over(self, event: Optional[CycleEvent], callback: Callable[..., None],
+                   *args: Any) -> None:
+        """Advance by ``event`` (if any), then run ``callback`` on the loop.
+
+        Raises ``ResponseGone`` when the cycle is (or becomes) GONE.
+        """
+        if event is not None:
+            if self._advance(event) is GONE:
+                raise ResponseGone
+        elif self.state is GONE:
+            raise ResponseGone
+        try:
+            self.to_loop.call(callback, *args)
+        except RuntimeError:
+            # The loop is closed: the worker stopped while the app ran.
+            self._advance(DISCONNECTED)
+            raise ResponseGone from None
+
+    def request_body(self) -> None:
+        """Ask the loop for more body (``WSGIInput`` calls it, outside the lock)."""
+        try:
+            self.to_loop.call(self._read_on_loop)
+        except RuntimeError:
+            self.input.fail(ClientDisconnected("the server stopped"))
+
+    def _describe(self) -> str:
+        environ = self.environ
+        return "%s %s" % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def receive_on_loop(self) -> None:
+        """Buffered: pull what has arrived of the body; once it is whole,
+        hand the cycle to ``on_body`` (for a thread).
+
+        Bodies up to ``spool_bytes`` stay in memory; a larger one goes to an
+        anonymous temporary file as it arrives, so a slow or large upload
+        holds neither a thread nor much memory.
+        """
+        conn = self.conn
+        body = self.input
+        while self.state is RECEIVING:
+            event = conn.receive_body()
+            if event is None:
+                return   # on_data_received brings more (or on_disconnect the end)
+            if event.__class__ is Data:
+                body.collect(event.data)
+                if body._size > self.spool_bytes:
+                    body.spill(tempfile.TemporaryFile())
+            else:
+                body.collect_eof()
+                if self._advance(BODY_RECEIVED) is QUEUED:
+                    self.on_body(self)
+                return
+
+    def refuse_on_loop(self, retry_after_s: int) -> None:
+        """503 without calling the app: the pool has no room (docs/wsgi.md)."""
+        self._advance(REFUSED)
+        self.input.close()
+        body = b"503 Service Unavailable\nthe server is busy; try again later\n"
+        self.conn.respond(503, [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"retry-after", b"%d" % retry_after_s),
+            (b"connection", b"close"),
+        ], body, True)
+
+    def _respond_on_loop(self, status: int, headers: List[Tuple[bytes, bytes]],
+                         body: bytes, end: bool) -> None:
+        conn = self.conn
+        if conn.cycle is not self:
+            if not end:
+                self._written(len(body), False)
+            return
+        try:
+            must_wait = conn.respond(status, headers, body, end)
+        except InvalidResponse as exc:
+            log.error("invalid response from WSGI app for %s: %s", self._describe(), exc)
+            conn.respond_error(500)
+            self._drop()
+            return
+        if end:
+            self._ended()
+        else:
+            self._written(len(body), must_wait)
+
+    def _send_on_loop(self, body: bytes, end: bool) -> None:
+        conn = self.conn
+        must_wait = False
+        if conn.cycle is self:
+            must_wait = conn.send_body(body, end)
+            if end:
+                self._ended()
+                return
+        if body:
+            self._written(len(body), must_wait)
+
+    def _send_file_on_loop(self, head: Optional[Tuple[int, list]], file: Any,
+                           offset: int, count: int) -> None:
+        conn = self.conn
+        if conn.cycle is not self:
+            self._drop()
+            return
+        if head is not None:
+            try:
+                conn.respond(head[0], head[1])
+            except InvalidResponse as exc:
+                log.error("invalid response from WSGI app for %s: %s", self._describe(), exc)
+                conn.respond_error(500)
+                self._drop()
+                return
+        conn.send_file(file, offset, count, self._file_sent_on_loop)
+
+    def _file_sent_on_loop(self) -> None:
+        conn = self.conn
+        if conn.cycle is self:
+            conn.send_body(b"", True)
+            self._ended()
+        self._advance(FILE_SENT)
+
+    def _fail_on_loop(self, head_sent: bool) -> None:
+        conn = self.conn
+        if conn.cycle is not self:
+            return
+        if head_sent:
+            # The head is out: only a broken connection can tell the client.
+            conn.cycle = None
+            conn.abort()
+        else:
+            conn.respond_error(500)
+        self._ended()
+
+    def _written(self, size: int, must_wait: bool) -> None:
+        with self.lock:
+            self.in_flight -= size
+            if must_wait:
+                self.blocked = True
+            self.notify()
+
+    def _ended(self) -> None:
+        # The app may still read the body in close(); nothing will feed it now.
+        self.input.fail(ClientDisconnected("the request body is gone: the response ended"))
+
+    def _drop(self) -> None:
+        """The connection takes no more of this response: GONE, then the input fails."""
+        self._advance(DISCONNECTED)
+        self._ended()
+
+    def _read_on_loop(self) -> None:
+        if self.conn.cycle is not self:
+            self._ended()
+            return
+        self._pull_body()
+
+    def _pull_body(self) -> None:
+        """Streamed: move buffered body into ``wsgi.input`` until it ends or is full."""
+        conn = self.conn
+        body = self.input
+        while True:
+            event = conn.receive_body()
+            if event is None:
+                return  # on_data_received brings more (or on_disconnect the end)
+            if event.__class__ is Data:
+                if body.feed(event.data):
+                    return   # full: the app's reads ask for more
+            else:
+                body.feed_eof()
+                return
+
+    def on_data_received(self) -> None:
+        if self.state is RECEIVING:
+            self.receive_on_loop()
+        elif self.input.wants_more():
+            self._pull_body()
+
+    def on_drained(self) -> None:
+        if self.blocked:
+            with self.lock:
+                self.blocked = False
+                self.notify()
+
+    def on_disconnect(self) -> None:
+        # GONE first: an app that fails on the input's error must find the
+        # cycle GONE, or it would be logged as the app's fault.
+        state = self.state
+        self._advance(DISCONNECTED)
+        self.input.fail(ClientDisconnected("client disconnected"))
+        if state is RECEIVING:
+            self.input.close()   # no thread will run it
+        conn = self.conn
+        on_response = conn.server.on_response
+        if on_response is not None and conn.writer is not None and not conn.writer.finished:
+            # The access log has its line, with what was sent.
+            on_response(conn, conn.request, conn.writer, _elapsed(conn))
+
+
+def _elapsed(conn: Connection) -> float:
+    started_at = conn.started_at
+    return conn.loop.time() - started_at if started_at else 0.0
+
+
+def _caused_by_client(exc: BaseException) -> bool:
+    """Did ``exc`` come from the client leaving (our error, or a framework's
+    raised from it)?  Those are logged at debug, not as the app's fault."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ClientDisconnected):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

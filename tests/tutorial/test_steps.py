@@ -20,7 +20,7 @@ TUTORIAL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 def load(name):
     """Import a tutorial module by its path (docs/ is not a package)."""
     if TUTORIAL not in sys.path:
-        sys.path.insert(0, TUTORIAL)   # the steps import each other by name
+        sys.path.append(TUTORIAL)   # the steps import each other by name (step*.py: no clash)
     spec = importlib.util.spec_from_file_location("tutorial_" + name, os.path.join(TUTORIAL, name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -13,7 +13,6 @@ tests show it; step 3 fixes them (docs/tutorial/step2_select.md).
 """
 
 import select
-import socket
 import sys
 
 from step1_blocking import main, parse_head, response

@@ -13,7 +13,6 @@ says.
 """
 
 import os
-import selectors
 import signal
 import socket
 import subprocess

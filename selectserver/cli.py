@@ -93,7 +93,7 @@ OPTIONS: List[tuple] = [
     (("--loop",), "loop", dict(choices=LOOPS, help="Event loop: our own run-once step, or stock asyncio. [default: selectserver]")),
     (("--selector",), "selector", dict(choices=SELECTORS, help="selectors backend. [default: auto]")),
     # -- HTTP
-    (("--limit-concurrency",), "limit_concurrency", dict(type=int, metavar="N", help="Answer 503 to connections beyond N per worker.")),
+    (("--limit-concurrency",), "limit_concurrency", dict(type=int, metavar="N", help="Requests in flight per worker (admitted when their head is read, until their response ends; a websocket until it closes); a request beyond N is answered 503 with Retry-After: 1 and Connection: close, without calling the app.")),
     (("--limit-request-line",), "limit_request_line_bytes", dict(type=int, metavar="BYTES", help="Longest request line (414 above). [default: 8192]")),
     (("--limit-request-headers",), "limit_request_header_bytes", dict(type=int, metavar="BYTES", help="Largest request head (431 above). [default: 65536]")),
     (("--limit-request-fields",), "limit_request_fields", dict(type=int, metavar="N", help="Most header fields per request (431 above). [default: 100]")),

@@ -79,6 +79,8 @@ class Config:
     limit_request_header_bytes: int = 64 * KIB
     limit_request_fields: int = 100
     limit_request_body_bytes: Optional[int] = None
+    # requests in flight per worker, from their head to the end of their response
+    # (a websocket: until it closes); the excess is answered 503 + Retry-After: 1
     limit_concurrency: Optional[int] = None
     timeout_keep_alive_s: float = 5.0
     timeout_request_head_s: float = 10.0

@@ -72,6 +72,11 @@ LARGE_WRITE_BYTES = 64 * 1024
 # At most this many pieces per sendmsg() (Linux's IOV_MAX is 1024).
 _MAX_GATHER = 64
 
+# Sent with the 503 of a request over --limit-concurrency (RFC 9110 §10.2.3):
+# a second is long enough for a burst to pass, short enough not to lose a
+# client that would have been served.
+RETRY_AFTER = b"retry-after: 1\r\n"
+
 # Errors that mean the peer is gone, not that we have a bug.  A TLS error
 # (bad record, close_notify) is the peer's doing too.
 PEER_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
@@ -258,13 +263,30 @@ class ServerState:
         self.scheme = "https" if config.is_ssl else "http"
         # With TLS, the worker sets the server's ssl.SSLContext here.
         self.ssl_context: Optional[ssl.SSLContext] = None
+        # --limit-concurrency: the connections whose request is in flight
+        # (admitted at its head, released when its response ends or the
+        # connection closes; an upgraded connection stays until it closes).
         self.limit_concurrency = config.limit_concurrency
+        self.in_flight: Set["Connection"] = set()
         # Called as trace(conn, old_state, new_state) on every transition
         # when --trace is on (see trace.py).
         self.trace: Optional[Callable[["Connection", State, State], None]] = None
         # Called as on_response(conn, request, writer, duration_s) after
         # every response; the worker sets it when the access log is on.
         self.on_response: Optional[Callable[..., None]] = None
+
+    def admit(self, conn: "Connection") -> bool:
+        """Count ``conn``'s new request in flight, or return False when
+        --limit-concurrency requests already are (the request is refused).
+
+        What is admitted is served at full speed; only the excess is turned
+        away, so one client too many costs one 503, not every answer.
+        """
+        in_flight = self.in_flight
+        if len(in_flight) >= self.limit_concurrency:
+            return False
+        in_flight.add(conn)
+        return True
 
 
 class Connection:
@@ -484,11 +506,10 @@ class Connection:
         if server.on_response is not None:
             self.started_at = _monotonic()
         server.requests_served += 1
-        limit = server.limit_concurrency
-        if limit is not None and len(server.connections) > limit:
-            # Answered after the request is read, so the client sees the 503
-            # (closing an unread socket would reset it instead).
-            self.respond_error(503, "too many connections")
+        if server.limit_concurrency is not None and not server.admit(self):
+            # Refused without calling the app, after the head is read so the
+            # client sees the 503 (closing an unread socket would reset it).
+            self.respond_error(503, "too many requests in flight", RETRY_AFTER)
             return
         # The handler sets self.cycle before it starts the app, because an
         # app that answers at once finishes inside this call.
@@ -576,10 +597,11 @@ class Connection:
             self._finish_response()
         return self._write_buffer.size > self.server.write_high_bytes
 
-    def respond_error(self, status: int, detail: str = "") -> None:
-        """Answer with a server-made error page and close after it."""
+    def respond_error(self, status: int, detail: str = "", fields: bytes = b"") -> None:
+        """Answer with a server-made error page and close after it; ``fields``
+        are extra header lines (``name: value\r\n`` each)."""
         if self.state is RUNNING:
-            self.write(error_response(status, self.server.date_server, detail))
+            self.write(error_response(status, self.server.date_server + fields, detail))
             self.request.keep_alive = False
             self._close_after_flush()
         self.cycle = None
@@ -613,6 +635,7 @@ class Connection:
 
     def _finish_response(self) -> None:
         request, writer, server = self.request, self.writer, self.server
+        server.in_flight.discard(self)
         if server.on_response is not None:
             server.on_response(self, request, writer, _monotonic() - self.started_at)
         self.cycle = None
@@ -763,6 +786,7 @@ class Connection:
         except OSError:
             pass
         self.server.connections.discard(self)
+        self.server.in_flight.discard(self)
         self._write_buffer = WriteQueue(False)
         self._file = None
         self._notify_disconnect()

@@ -133,20 +133,6 @@ def test_slow_head_gets_408(serve):
     assert reply.startswith(b"HTTP/1.1 408 ")
 
 
-def test_limit_concurrency_answers_503(serve):
-    server = serve(asgi_apps.hello, limit_concurrency=2)
-    held = [socket.create_connection(server.address, timeout=5) for _ in range(2)]
-    try:
-        for sock in held:   # both are accepted and served
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(sock)[0] == 200
-        reply = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert reply.startswith(b"HTTP/1.1 503 ")
-    finally:
-        for sock in held:
-            sock.close()
-
-
 def test_many_clients_sending_garbage_concurrently(serve):
     server = serve(asgi_apps.echo)
     errors = []

@@ -7,10 +7,13 @@ checks that the lines a student reads appear in the order things happened
 
 import asyncio
 import http.client
+import os
 import re
 import socket
 
 import pytest
+
+from tests.integration.conftest import REPO
 
 
 async def paced(scope, receive, send):
@@ -148,3 +151,42 @@ def test_a_websocket_is_labelled_once_upgraded(cli_server):
         r"^app  AppTask-\d+ resumed: the Future it waited on is done$",
         r"^conn fd \d+ send 4 bytes$",
     ])
+
+
+CHECKED_BLOCK = re.compile(r"<!-- checked: tests/integration/test_trace\.py -->\n```\n(.*?)```", re.S)
+
+
+def excerpt_patterns(block):
+    """docs/trace.md's lines as patterns: numbers may differ, and so may
+    whether a select() says how long it waited.  A select() that timed out
+    for the worker tick depends on when the tick fell, and is left out."""
+    patterns = []
+    for line in block.splitlines():
+        text = re.sub(r"^\s*\d+\.\d{4} ", "", line)
+        if text.strip() == "..." or ("the worker tick" in text and text.endswith("-> timed out")):
+            continue
+        text = re.sub(r" waited \d+\.\d+s", "", text)
+        parts = re.split(r"\d+", text)
+        pattern = r"\d+".join(re.escape(part) for part in parts)
+        pattern = pattern.replace(re.escape(") ->"), r"\)(?: waited \d+\.\d+s)? \->")
+        patterns.append("^" + pattern + "$")
+    return patterns
+
+
+def test_the_excerpts_in_docs_trace_md_are_what_the_server_prints(cli_server):
+    with open(os.path.join(REPO, "docs", "trace.md")) as page:
+        blocks = CHECKED_BLOCK.findall(page.read())
+    assert len(blocks) == 2
+    server = cli_server("selectserver.demo:app", "--port", "0", "--trace", "--no-access-log")
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    for path in ("/", "/json"):
+        client.request("GET", path)
+        client.getresponse().read()
+    client.close()
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    client.request("GET", "/stream")
+    assert client.getresponse().read().count(b"\n") == 10
+    client.close()
+    lines = trace_of(server)
+    for block in blocks:
+        assert_in_order(lines, excerpt_patterns(block))

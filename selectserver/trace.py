@@ -10,7 +10,8 @@ line per step, with the time since the trace began and a topic:
   (partial sends, ``EAGAIN``, EOF), the parser's events (head, body bytes,
   end) and each state change with its cause;
 * ``app``: each application task started, suspended (in which coroutine,
-  waiting on what), resumed (by what) and finished.
+  waiting on what), resumed (by what) and finished; each move of a WSGI
+  request, on the loop or on the pool thread that runs it.
 
 ``--trace`` alone means ``--trace all``; ``--trace loop,conn`` picks topics.
 
@@ -21,7 +22,9 @@ what the loop takes from it); when a listener or a connection registers with it,
 socket is wrapped in a tracing proxy and its parser becomes a
 ``TracingParser`` (the same object, a subclass with no fields of its own);
 an ``AppTask`` becomes a ``TracingAppTask`` the same way when it starts.
-Off, it costs one ``is None`` test per task and per state change.
+The connection and the WSGI cycle report their state changes through a
+``trace`` hook.  Off, it costs one ``is None`` test per task and per state
+change.
 
 Invariant: the trace changes what is printed, never what the server does;
 every stand-in returns (or raises) exactly what the object it stands for
@@ -42,6 +45,7 @@ import collections
 import errno
 import logging
 import os
+import threading
 import time
 import weakref
 from asyncio import futures
@@ -53,6 +57,7 @@ from .http11.events import Data, EndOfMessage, Request
 from .http11.parser import RequestParser
 from .loop import EVENT_READ, EVENT_WRITE
 from .task import AppTask
+from .wsgi import cycle as wsgi_cycle
 
 TRACE = 5
 TOPICS = ("loop", "conn", "app")
@@ -105,6 +110,7 @@ def install(loop: Any, server: Any) -> "Tracer":
     _trace_timers(loop, tracer)
     server.trace = tracer.on_transition
     task_module.trace_start = _on_task_start
+    wsgi_cycle.trace = _on_wsgi_move
     wake_fd = _wake_up_fd(loop)
     if wake_fd is not None:
         tracer.say("loop", "fd %d is the wake-up pipe: other threads write a byte to it to "
@@ -676,6 +682,20 @@ def _await_chain(coro: Any) -> str:
     if len(names) > 4:
         names = names[:1] + ["..."] + names[-2:]
     return " > ".join(names)
+
+
+def _on_wsgi_move(cycle: Any, old: Any, event: Any, new: Any) -> None:
+    """``wsgi.cycle.trace``: a WSGI request moved, on the loop or on a pool thread."""
+    conn = cycle.conn
+    tracer = _tracers.get(getattr(conn, "loop", None))
+    if tracer is None or old is new:
+        return
+    environ = cycle.environ
+    on_loop = threading.get_ident() == getattr(tracer.loop, "_thread_id", None)
+    tracer.say("app", "WSGI %s %s on fd %s: %s -> %s (%s, %s)",
+               environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "?"), _fd_of(conn),
+               _state_name(old), _state_name(new), _event_name(event),
+               "on the loop" if on_loop else "in thread " + threading.current_thread().name)
 
 
 class TracingAppTask(AppTask):

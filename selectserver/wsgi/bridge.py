@@ -30,6 +30,7 @@ class LoopQueue:
         self._lock = threading.Lock()
         self._scheduled = False
 
+    # region: loop-queue
     def call(self, callback: Callable[..., None], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop; RuntimeError if the loop is closed."""
         self._pending.append((callback, args))
@@ -56,3 +57,4 @@ class LoopQueue:
             except Exception as exc:
                 self._loop.call_exception_handler({
                     "message": "error in a WSGI callback", "exception": exc})
+    # endregion: loop-queue

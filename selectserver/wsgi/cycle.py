@@ -103,6 +103,10 @@ TRANSITIONS: Dict[Tuple[CycleState, CycleEvent], CycleState] = {
 
 _TRANSITIONS_GET = TRANSITIONS.get
 
+# Called as trace(cycle, old_state, event, new_state) after every move when
+# --trace is on (trace.py), from whichever thread made it.
+trace: Optional[Callable[["WSGICycle", CycleState, CycleEvent, CycleState], None]] = None
+
 
 class ResponseGone(Exception):
     """The response cannot go on (client gone, or the loop refused it)."""
@@ -153,20 +157,25 @@ class WSGICycle(Cycle):
 
     # -- the state ---------------------------------------------------------------------
 
+    # region: advance
     def _advance(self, event: CycleEvent) -> CycleState:
         """Apply ``event`` from either thread; return the new state.
 
         RuntimeError for a move the table does not allow (our bug).
         """
         with self.lock:
-            new = _TRANSITIONS_GET((self.state, event))
+            old = self.state
+            new = _TRANSITIONS_GET((old, event))
             if new is None:
                 raise RuntimeError("WSGI cycle: no move from %s on %s"
-                                   % (self.state.name, event.name))
+                                   % (old.name, event.name))
             self.state = new
             if self._changed is not None:
                 self._changed.notify()
+        if trace is not None:
+            trace(self, old, event, new)
         return new
+    # endregion: advance
 
     def wait(self) -> None:
         """Wait for a change (the app's thread, with ``lock`` held)."""

@@ -190,3 +190,31 @@ def test_the_excerpts_in_docs_trace_md_are_what_the_server_prints(cli_server):
     lines = trace_of(server)
     for block in blocks:
         assert_in_order(lines, excerpt_patterns(block))
+
+
+def test_a_wsgi_request_is_handed_to_a_thread_and_back(cli_server):
+    server = cli_server("tests.apps.wsgi_apps:echo", "--port", "0", "--trace")
+    client = http.client.HTTPConnection(*server.address, timeout=10)
+    client.request("POST", "/", body=b"hello")
+    assert client.getresponse().read() == b"hello"
+    client.close()
+    lines = trace_of(server)
+    assert_in_order(lines, [
+        r"^conn fd \d+ parser: head POST / HTTP/1\.1$",
+        r"^conn fd \d+ parser: body, 5 bytes$",
+        r"^app  WSGI POST / on fd \d+: receiving the body -> queued \(body received, on the loop\)$",
+        r"^loop run callback: hand the WSGI requests of this turn to the thread pool$",
+        r"^app  WSGI POST / on fd \d+: queued -> running \(started, in thread selectserver-wsgi-\d+\)$",
+        r"^app  WSGI POST / on fd \d+: running -> done \(ended, in thread selectserver-wsgi-\d+\)$",
+        # Named where the loop takes it: in a select() line if it was queued
+        # before that select(), else as the callback runs.
+        r"^loop .*do what WSGI threads asked: respond_on_loop",
+        r"^conn fd \d+ send \d+ bytes$",
+        r"^conn fd \d+ running -> idle",
+    ])
+    # The thread's call_soon_threadsafe() wrote to the wake-up pipe: a
+    # select() saw it before the one that saw the client leave, or with it.
+    started = next(i for i, line in enumerate(lines) if "queued -> running" in line)
+    eof = next(i for i, line in enumerate(lines) if re.match(r"^conn fd \d+ recv: EOF", line))
+    assert any(re.match(r"^loop select\(.*-> .*fd \d+ \(wake-up pipe\) R", line)
+               for line in lines[started:eof])

@@ -6,6 +6,7 @@
 #   make tutorial      run the tutorial's step servers and show what each does (docs/tutorial/)
 #   make bench-setup   install the benchmark peers (see benchmarks/)
 #   make bench         a quick comparison run; make bench-full for the full one
+#   make zipapp        build dist/selectserver.pyz: the server in one file, for any Python 3.9+
 #   make clean         remove virtualenvs and build leftovers
 #
 # Each interpreter gets its own virtualenv (.venv, .venv-3.9, .venv-3.13,
@@ -27,6 +28,8 @@ PYTEST_ARGS ?= -q
 MATRIX_CPYTHONS := 3.9 3.13
 # Arguments for `make run`, e.g. make run ARGS='--port 8080'.
 ARGS ?=
+# Where `make zipapp` writes the one-file server.
+ZIPAPP ?= dist/selectserver.pyz
 
 # Programs the tests drive, as program:debian-package.  Add new ones here.
 TEST_PROGRAMS := curl:curl ab:apache2-utils wrk:wrk openssl:openssl nginx:nginx-light chromium:chromium
@@ -157,6 +160,18 @@ bench:
 
 bench-full:
 	$(PYTHON) benchmarks/run.py --full
+
+# The package and nothing else (no tests, no bytecode), zipped with the
+# stdlib's zipapp module: `python3 selectserver.pyz app:app` on a machine
+# that has only Python.
+zipapp:
+	@$(SHELL_LIBRARY)
+	staging=$$(mktemp -d)
+	trap 'rm -rf "$$staging"' EXIT
+	"$(PYTHON)" -c 'import shutil, sys; shutil.copytree("selectserver", sys.argv[1] + "/selectserver", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))' "$$staging"
+	mkdir -p "$$(dirname "$(ZIPAPP)")"
+	"$(PYTHON)" -m zipapp "$$staging" --main selectserver.cli:main --python "/usr/bin/env python3" --compress --output "$(ZIPAPP)"
+	say "built $(ZIPAPP) ($$(du -k "$(ZIPAPP)" | cut -f1) KiB): python3 $(ZIPAPP) module:app"
 
 clean:
 	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache

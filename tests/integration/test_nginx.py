@@ -63,7 +63,7 @@ def _can_use_client_address():
 
 
 class Nginx:
-    def __init__(self, program, directory, upstream):
+    def __init__(self, program, directory, upstream, user=None):
         self.directory = directory
         self.listener = listening_socket()
         self.address = self.listener.getsockname()
@@ -72,7 +72,7 @@ class Nginx:
             file.write(NGINX_CONF % {
                 # As root, nginx would switch its workers to "nobody", who may not
                 # reach our temporary directory.
-                "user": "user root;" if os.geteuid() == 0 else "",
+                "user": user or ("user root;" if os.geteuid() == 0 else ""),
                 "dir": directory, "port": self.address[1], "upstream": upstream})
         fd = self.listener.fileno()
         self.proc = subprocess.Popen(
@@ -160,3 +160,40 @@ def test_over_tcp_untrusted_proxy(behind_nginx):
     status, body = nginx.get("/client")
     assert status == 200 and body.startswith("127.0.0.1 ")
     assert nginx.get("/scheme") == (200, "http")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx switches its workers to another user only as root")
+def test_unix_socket_reachable_by_a_proxy_running_as_another_user(program, tmp_path):
+    """The socket is 0666 whatever the umask: nginx's workers, running as
+    nobody, connect to it without --uds-permissions."""
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    # pytest's directories are root's alone; nobody must reach the socket.
+    directory = tempfile.mkdtemp(prefix="selectserver-uds-")
+    os.chmod(directory, 0o755)
+    write_app(str(tmp_path))
+    path = os.path.join(directory, "app.sock")
+    server = ServerProcess(["procapp:app", "--app-dir", str(tmp_path), "--uds", path])
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    nginx = None
+    try:
+        nginx = Nginx(program("nginx"), str(nginx_dir), "http://unix:%s:" % path,
+                      user="user nobody %s;" % group)
+        def answers():
+            try:
+                return nginx.get("/version")
+            except OSError:
+                return None
+        assert wait_until(answers, timeout_s=10, interval_s=0.05, message="nginx") == (200, "v1"), \
+            nginx.error_log()
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -7,6 +7,7 @@
 #   make bench-setup   install the benchmark peers (see benchmarks/)
 #   make bench         a quick comparison run; make bench-full for the full one
 #   make zipapp        build dist/selectserver.pyz: the server in one file, for any Python 3.9+
+#   make reload-bar    SIGHUP, --max-requests and SIGTERM under ab/wrk load: the failures (all 0)
 #   make clean         remove virtualenvs and build leftovers
 #
 # Each interpreter gets its own virtualenv (.venv, .venv-3.9, .venv-3.13,
@@ -103,10 +104,10 @@ run_suite() {
 }
 endef
 
-.PHONY: help run test test-matrix system-deps tutorial bench-setup bench bench-full clean
+.PHONY: help run test test-matrix system-deps tutorial bench-setup bench bench-full zipapp reload-bar clean
 
 help:
-	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 run:
 	$(PYTHON) -m selectserver selectserver.demo:app $(ARGS)
@@ -172,6 +173,12 @@ zipapp:
 	mkdir -p "$$(dirname "$(ZIPAPP)")"
 	"$(PYTHON)" -m zipapp "$$staging" --main selectserver.cli:main --python "/usr/bin/env python3" --compress --output "$(ZIPAPP)"
 	say "built $(ZIPAPP) ($$(du -k "$(ZIPAPP)" | cut -f1) KiB): python3 $(ZIPAPP) module:app"
+
+# Against --workers 2, ASGI and WSGI: ab -k -c 20 -n 200000 and wrk -t1 -c64 -d20s with a
+# SIGHUP every 2 s, the same with --max-requests 1000, and SIGTERM under keep-alive load.
+# About 3 minutes; exits 1 if any count is not 0.  ARGS=--quick for a short run.
+reload-bar: system-deps
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/reload_bar.py $(ARGS)
 
 clean:
 	rm -rf .venv .venv-* build dist *.egg-info .pytest_cache

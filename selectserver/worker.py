@@ -132,7 +132,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _is_machinery(filename: str) -> bool:
-    return (filename.startswith("<frozen importlib")
+    # CPython names its frozen importlib "<frozen importlib._bootstrap>",
+    # PyPy "<builtin>/frozen importlib._bootstrap".
+    return ((filename.startswith("<") and "importlib" in filename)
             or os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
             or os.path.basename(os.path.dirname(filename)) == "importlib")
 

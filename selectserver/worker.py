@@ -209,6 +209,8 @@ class Worker:
         self.exit_code = 0
         # Why the worker could not start (one line), when exit_code is 3.
         self.boot_error = ""
+        # ... and the exception that said so.
+        self.failure: Optional[BaseException] = None
         self._stopping: Optional[asyncio.Future] = None
         self._accepting: List["Listener"] = []
         self._tick_handle: Optional[asyncio.TimerHandle] = None
@@ -233,6 +235,7 @@ class Worker:
             details = getattr(exc, "details", "")
             if details:
                 log.error("%s", details)
+            self.failure = exc
             self.exit_code = 3
         finally:
             try:
@@ -550,12 +553,19 @@ def date_server_block(config: Config) -> bytes:
     return block
 
 
+class ServerStartError(RuntimeError):
+    """A ``ServerThread`` did not start; the message says why, ``__cause__`` is the error."""
+
+
 class ServerThread:
     """A server on a background thread: ``start()`` binds and waits until it
     serves, ``stop()`` drains it and joins.  For tests and embedding.
 
     ``address`` (``(host, port)``) and ``url`` are known once ``start()``
-    returns.  Raises whatever kept the worker from starting.
+    returns.  ``start()`` raises ``ServerStartError`` saying what kept the
+    worker from starting (the import error, the failed lifespan startup),
+    or that it did not start in time; ``stop()`` re-raises what ended the
+    server thread, and raises ``RuntimeError`` if the thread did not stop.
     """
 
     def __init__(self, app: Any, listeners: Optional[List[socket.socket]] = None, **options: Any) -> None:
@@ -565,10 +575,12 @@ class ServerThread:
         options.setdefault("access_log", False)
         self.config = Config(app=app, **options)
         self.listeners = listeners if listeners is not None else create_listeners(self.config)
-        self.worker = Worker(self.config, self.listeners, app=app if not isinstance(app, str) else None,
-                             on_ready=self._on_ready)
+        # An import string, or a factory to call, is loaded by the worker as the CLI's is.
+        given = None if isinstance(app, str) or self.config.factory else app
+        self.worker = Worker(self.config, self.listeners, app=given, on_ready=self._on_ready)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="selectserver", daemon=True)
+        # What ended the thread, until start() or stop() has raised it.
         self._error: Optional[BaseException] = None
 
     @property
@@ -580,11 +592,19 @@ class ServerThread:
         url = describe(self.listeners[0])
         return "https" + url[4:] if self.config.is_ssl and url.startswith("http:") else url
 
-    def start(self) -> "ServerThread":
+    def start(self, timeout_s: float = 30.0) -> "ServerThread":
         self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        if not self._ready.wait(timeout_s):
+            try:
+                self.stop(timeout_s=5.0)
+            except Exception as exc:
+                raise ServerStartError("server did not start within %.0fs" % timeout_s) from exc
+            raise ServerStartError("server did not start within %.0fs" % timeout_s)
+        error, self._error = self._error, None
+        if error is not None:
+            if isinstance(error, ServerStartError):
+                raise error
+            raise ServerStartError("server failed to start: %s" % (error,)) from error
         return self
 
     def _on_ready(self) -> None:
@@ -593,9 +613,16 @@ class ServerThread:
     def _run(self) -> None:
         try:
             self.worker.run(install_signals=False)
-            if self.worker.exit_code:
-                self._error = RuntimeError("server failed to start (exit code %d)" % self.worker.exit_code)
-        except BaseException as exc:  # handed to the thread that called start()
+            failure = self.worker.failure
+            if failure is not None:
+                # Worker.run logged it and chose exit code 3; the caller gets the reason.
+                self._error = ServerStartError("server failed to start (exit code %d): %s"
+                                               % (self.worker.exit_code, failure))
+                self._error.__cause__ = failure
+            elif self.worker.exit_code:
+                self._error = ServerStartError("server failed to start (exit code %d)"
+                                               % self.worker.exit_code)
+        except BaseException as exc:  # handed to the thread that calls start() or stop()
             self._error = exc
         finally:
             for sock in self.listeners:
@@ -603,8 +630,15 @@ class ServerThread:
             self._ready.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Drain and join; raises what ended the server, or that it did not stop."""
         self.worker.stop()
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise RuntimeError("server thread did not stop within %.0fs" % timeout_s)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def __enter__(self) -> "ServerThread":
         return self.start()

@@ -19,16 +19,33 @@ Three ways to say what a test needs::
 
 and ``@pytest.mark.requires_program("wrk")`` / the ``program`` fixture
 (``program("nginx")`` returns its path) for system programs.
+
+A server's failure is the test's failure: every test fails on an ERROR
+record from the ``selectserver`` or ``asyncio`` loggers (an app that raised,
+a bug of ours in a loop callback) unless it declares the error expected::
+
+    @pytest.mark.expect_errors(r"Exception in ASGI application")
+    def test_a_failing_app(serve): ...
+
+    def test_maybe(serve, server_errors):
+        server_errors.expect(r"invalid response")      # regex, searched
+        ...
+        assert server_errors.matching(r"invalid response")
+
+The server process fixtures feed their logs' error lines to the same check.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import re
 import shutil
 import sys
+import threading
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import pytest
 
@@ -108,6 +125,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "requires_program(*names): the test runs these system programs (make test installs them)",
     )
+    config.addinivalue_line(
+        "markers",
+        "expect_errors(*patterns): ERROR records (and server log lines) matching one of these "
+        "regexes do not fail the test; any other one does",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -131,3 +153,108 @@ def require():
 def program():
     """``program("nginx")`` inside a test: the program's path, or a failure."""
     return requires_program
+
+
+# -- a server's failure is the test's failure ------------------------------------------
+
+# Loggers whose ERROR records mean the server failed: ours, and asyncio's,
+# where call_exception_handler reports a bug of ours in a loop callback.
+# The children are listed too: logs.configure() turns their propagation off.
+WATCHED_LOGGERS = ("selectserver", "selectserver.error", "selectserver.access",
+                   "selectserver.trace", "asyncio")
+
+# Lines of a server process's log that mean the same as an ERROR record.
+ERROR_LINE = re.compile(r"^(ERROR|CRITICAL):|^Traceback \(most recent call last\)")
+LOG_LINE = re.compile(r"^[A-Z]+: ")
+LEVEL = re.compile(r"^[A-Z]+: +")
+
+
+def describe_record(record: logging.LogRecord) -> str:
+    """The message of ``record`` with its traceback, as the check matches it."""
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    return text
+
+
+class ServerErrors(logging.Handler):
+    """The ERROR records and error log lines seen during one test, and those it expects."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        super().__init__(logging.ERROR)
+        self.records: List[logging.LogRecord] = []
+        self.lines: List[Tuple[str, str]] = []
+        self.patterns: List["re.Pattern[str]"] = [re.compile(p) for p in patterns]
+        self._ids = set()
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # One record can reach this handler twice (a child logger and its parent).
+        with self._guard:
+            if id(record) not in self._ids:
+                self._ids.add(id(record))
+                self.records.append(record)
+
+    def expect(self, *patterns: str) -> None:
+        """Errors matching any of these regexes are part of the test, not failures."""
+        self.patterns.extend(re.compile(p) for p in patterns)
+
+    def add_log(self, source: str, log: str) -> None:
+        """Take the error lines of a server process's ``log`` (its stderr).
+
+        An error is its line without the level (``ERROR:     could not
+        import ...`` is matched as ``could not import ...``) and the lines
+        that follow up to the next log line, such as a traceback.
+        """
+        lines = log.splitlines()
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            index += 1
+            if not ERROR_LINE.search(line):
+                continue
+            start = index
+            while index < len(lines) and not LOG_LINE.match(lines[index]):
+                index += 1
+            text = "\n".join([LEVEL.sub("", line)] + lines[start:index])
+            with self._guard:
+                self.lines.append((source, text))
+
+    def texts(self) -> List[str]:
+        """Every error seen so far, as the patterns are matched against it."""
+        with self._guard:
+            return [describe_record(record) for record in self.records] + [text for _, text in self.lines]
+
+    def matching(self, pattern: str) -> List[str]:
+        """The errors seen so far that match ``pattern``."""
+        return [text for text in self.texts() if re.search(pattern, text)]
+
+    def unexpected(self) -> List[str]:
+        """The errors no pattern expects, each named by where it came from."""
+        with self._guard:
+            seen = ([("in this process", describe_record(record)) for record in self.records]
+                    + list(self.lines))
+        return ["%s: %s" % (source, text) for source, text in seen
+                if not any(pattern.search(text) for pattern in self.patterns)]
+
+
+@pytest.fixture(autouse=True)
+def server_errors(request):
+    """Fails the test on an unexpected server error; ``.expect(regex)`` declares one."""
+    patterns = [p for marker in request.node.iter_markers("expect_errors") for p in marker.args]
+    errors = ServerErrors(patterns)
+    loggers = [logging.getLogger(name) for name in WATCHED_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(errors)
+    try:
+        yield errors
+    finally:
+        for logger in loggers:
+            logger.removeHandler(errors)
+    # Torn down after every fixture that runs a server, so what a server
+    # logs while it stops is seen too.
+    unexpected = errors.unexpected()
+    if unexpected:
+        pytest.fail("the server logged %d unexpected error(s):\n\n%s\n\n(declare an expected "
+                    "one with @pytest.mark.expect_errors(regex) or server_errors.expect(regex))"
+                    % (len(unexpected), "\n\n".join(unexpected)), pytrace=False)

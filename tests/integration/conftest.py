@@ -1,21 +1,22 @@
-"""Shared fixtures: real servers on 127.0.0.1 port 0, and raw clients."""
+"""Shared fixtures: real servers on 127.0.0.1 port 0, and raw clients.
 
-import os
-import re
+Every server a test starts is stopped after it within a bound, and what
+went wrong in it fails the test: an exception that ended a ServerThread, a
+thread or process that did not stop, and (through ``server_errors`` in
+tests/conftest.py) the errors it logged.
+"""
+
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 from selectserver import ServerThread
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from . import processes
 
 
 @pytest.fixture
-def serve():
+def serve(server_errors):
     """``serve(app, **options)`` starts a ServerThread; all are stopped after the test."""
     servers = []
 
@@ -25,8 +26,25 @@ def serve():
         return server
 
     yield start
+    failures = []
     for server in servers:
-        server.stop()
+        try:
+            server.stop()
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
+@pytest.fixture(autouse=True)
+def server_processes(server_errors):
+    """Kills the server processes a test left running; their error lines reach ``server_errors``."""
+    del processes.RUNNING[:]
+    yield
+    while processes.RUNNING:
+        server = processes.RUNNING.pop(0)
+        server.kill()
+        server_errors.add_log(" ".join(server.args) or "server process", server.log())
 
 
 def raw_exchange(address, data, timeout=5.0, shutdown=False):
@@ -95,59 +113,11 @@ def read_response(sock, buffer=b""):
         body += chunk
 
 
-LISTENING = re.compile(r"Listening on (\S+)")
-
-
-class CLIServer:
-    """``python -m selectserver`` as a subprocess; ``url`` from its log line."""
-
-    def __init__(self, args, env=None, timeout_s=20.0):
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        environment.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "selectserver", *args],
-            cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.log_lines = []
-        deadline = time.monotonic() + timeout_s
-        self.url = None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline().decode(errors="replace")
-            if not line:
-                break
-            self.log_lines.append(line)
-            match = LISTENING.search(line)
-            if match:
-                self.url = match.group(1)
-                break
-        if self.url is None:
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.log_lines))
-
-    @property
-    def address(self):
-        host, port = self.url.split("//", 1)[1].rsplit(":", 1)
-        return host.strip("[]"), int(port)
-
-    def stop(self, timeout_s=10.0):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def cli_server():
-    servers = []
+    """``cli_server(*args, env=None)``: ``python -m selectserver ARGS``, a ServerProcess."""
 
     def start(*args, env=None):
-        server = CLIServer(list(args), env=env)
-        servers.append(server)
-        return server
+        return processes.ServerProcess(list(args), env=env)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start

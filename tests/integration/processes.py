@@ -91,26 +91,47 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 10.0, interva
         time.sleep(interval_s)
 
 
+# The server processes started by the running test: the integration
+# conftest kills what is left of them after it and checks their logs.
+RUNNING: List["ServerProcess"] = []
+
+# How long a pipe reader may take to see EOF after its process ended (a
+# grandchild can hold the pipe open).
+PIPE_DRAIN_S = 5.0
+
+
 class ServerProcess:
-    """``python -m selectserver ARGS`` with its stderr and stdout collected line by line."""
+    """``python -m selectserver ARGS`` with its stderr and stdout collected line by line.
+
+    It runs in its own session, so that ``kill()`` reaches its workers (and
+    anything they started) through the process group.  Its pipes are read by
+    threads: nothing here blocks on a read.
+    """
 
     def __init__(self, args: Sequence[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
                  pass_fds: Sequence[int] = (), argv: Optional[List[str]] = None,
-                 wait_listening: bool = True, timeout_s: float = 20.0) -> None:
+                 wait_listening: bool = True, timeout_s: float = 20.0,
+                 preexec_fn: Optional[Callable[[], None]] = None) -> None:
         environment = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         environment["PYTHONPATH"] = os.pathsep.join(
             [REPO] + ([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []))
         environment.update(env or {})
         command = argv if argv is not None else [sys.executable, "-m", "selectserver", *args]
+        self.args = list(args)
         self.proc = subprocess.Popen(command, cwd=cwd or REPO, env=environment, pass_fds=pass_fds,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=preexec_fn)
+        RUNNING.append(self)
         self.pid = self.proc.pid
         self.errors: List[str] = []
         self.output: List[str] = []
         self._lock = threading.Lock()
-        for stream, lines in ((self.proc.stderr, self.errors), (self.proc.stdout, self.output)):
-            threading.Thread(target=self._pump, args=(stream, lines), daemon=True).start()
+        streams = ((self.proc.stderr, self.errors), (self.proc.stdout, self.output))
+        self._pumps = [threading.Thread(target=self._pump, args=(stream, lines), daemon=True)
+                       for stream, lines in streams]
+        for pump in self._pumps:
+            pump.start()
         self.urls: List[str] = []
         if wait_listening:
             try:
@@ -118,7 +139,8 @@ class ServerProcess:
                            timeout_s, message="the Listening line")
             except AssertionError:
                 self.kill()
-                raise
+                raise AssertionError("server did not start within %.0fs:\n%s"
+                                     % (timeout_s, self.log())) from None
             self.urls = [m.group(1) for m in self.log_matches(LISTENING)]
             if not self.urls:
                 self.kill()
@@ -156,24 +178,37 @@ class ServerProcess:
         os.kill(self.pid, signum)
 
     def wait(self, timeout_s: float = 20.0) -> int:
+        """The exit code; fails if the process is still running after ``timeout_s``."""
         try:
-            return self.proc.wait(timeout_s)
+            code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             raise AssertionError("server still running after %.1fs:\n%s" % (timeout_s, self.log())) from None
+        self._drain_pipes()
+        return code
+
+    def _drain_pipes(self) -> None:
+        # The log is complete once the readers saw EOF.
+        for pump in self._pumps:
+            pump.join(PIPE_DRAIN_S)
 
     def worker_pids(self) -> List[int]:
         return children(self.pid)
 
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM, as an operator would; ``kill()`` if that did not work; the exit code."""
+        stop_process(self.proc, signal.SIGTERM, timeout_s)
+        self.kill()
+        return self.proc.returncode
+
     def kill(self) -> None:
         """Stop the master and its workers, whatever state they are in."""
-        if self.proc.poll() is None:
-            workers = children(self.pid)
-            stop_process(self.proc, signal.SIGQUIT)
-            for pid in workers:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        stop_process(self.proc, signal.SIGQUIT)
+        # Workers orphaned or left behind by their master are in its group.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._drain_pipes()
 
 
 def stop_process(proc: "subprocess.Popen[bytes]", signum: int, timeout_s: float = 5.0) -> None:
@@ -184,7 +219,7 @@ def stop_process(proc: "subprocess.Popen[bytes]", signum: int, timeout_s: float 
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout_s)
 
 
 def listening_socket(host: str = "127.0.0.1") -> socket.socket:

@@ -48,22 +48,25 @@ REQUESTS = [
     b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 ]
 
+# name: (app, requests, the statuses they get, the errors the server logs for them)
+APP_FAILED = r"^Exception in ASGI application \(GET /(boom)?\)"
 APPS = {
-    "hello": (asgi_apps.hello, REQUESTS[:1]),
-    "echo": (asgi_apps.echo, REQUESTS),
-    "chunked": (asgi_apps.chunked_hello, REQUESTS[:1]),
-    "stream": (asgi_apps.stream, REQUESTS[:1]),
-    "sleepy": (asgi_apps.sleepy, REQUESTS[:1]),
-    "raises": (asgi_apps.raises_before_start, REQUESTS[:1]),
-    "no response": (asgi_apps.returns_without_response, REQUESTS[:1]),
+    "hello": (asgi_apps.hello, REQUESTS[:1], [200], None),
+    "echo": (asgi_apps.echo, REQUESTS, [200, 200, 200], None),
+    "chunked": (asgi_apps.chunked_hello, REQUESTS[:1], [200], None),
+    "stream": (asgi_apps.stream, REQUESTS[:1], [200], None),
+    "sleepy": (asgi_apps.sleepy, REQUESTS[:1], [200], None),
+    "raises": (asgi_apps.raises_before_start, REQUESTS[:1], [500], APP_FAILED),
+    "no response": (asgi_apps.returns_without_response, REQUESTS[:1], [500],
+                    r"^ASGI app returned without starting a response"),
     "starlette": (None, [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                          b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
                          b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n",
-                         b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n"]),
+                         b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n"], [200, 200, 200, 500], APP_FAILED),
     "fastapi": (None, [b"GET /items/3?q=z HTTP/1.1\r\nHost: x\r\n\r\n",
                        b"GET /sync HTTP/1.1\r\nHost: x\r\n\r\n",
                        b"GET /timeout HTTP/1.1\r\nHost: x\r\n\r\n",
-                       b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"]),
+                       b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"], [200, 200, 200, 404], None),
 }
 
 
@@ -76,15 +79,22 @@ def answers(serve, app, requests):
             status, headers, body, _ = read_response(sock)
         headers.pop("date", None)
         replies.append((status, sorted(headers.items()), body))
+    server.stop()   # an app may log its error after the response went out
     return replies
 
 
 @pytest.mark.parametrize("name", list(APPS))
-def test_apptask_and_asyncio_task_answer_alike(serve, monkeypatch, name):
-    app, requests = APPS[name]
+def test_apptask_and_asyncio_task_answer_alike(serve, monkeypatch, server_errors, name):
+    app, requests, statuses, error = APPS[name]
+    if error:
+        server_errors.expect(error)
     factory = {"starlette": make_starlette, "fastapi": make_fastapi}.get(name)
     ours = answers(serve, factory() if factory else app, requests)
+    errors = server_errors.texts()
     monkeypatch.setattr(selectserver.asgi, "AppTask", AsyncioTask)
     theirs = answers(serve, factory() if factory else app, requests)
     assert ours == theirs
-    assert all(status for status, _, _ in ours)
+    assert [status for status, _, _ in ours] == statuses
+    # The same failure, logged once per failed request by each.
+    assert len(errors) == statuses.count(500)
+    assert len(server_errors.texts()) == 2 * len(errors)

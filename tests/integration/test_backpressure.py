@@ -3,14 +3,11 @@ app cannot flood a slow client.  The apps run on the loop thread, so they
 can look at the connection's buffers between their awaits."""
 
 import asyncio
-import os
 import resource
 import socket
-import subprocess
-import sys
-import threading
 
-from tests.integration.conftest import REPO, read_response
+from tests.integration.conftest import read_response
+from tests.integration.processes import ServerProcess
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -98,36 +95,13 @@ def test_accept_errors_do_not_stop_the_server(tmp_path):
     def low_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "selectserver", "tests.apps.asgi_apps:hello", "--port", "0",
-         "--timeout-keep-alive", "60"],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=low_fd_limit,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        line = proc.stderr.readline().decode()
-        while "Listening on" not in line:
-            assert line, "server did not start"
-            line = proc.stderr.readline().decode()
-        host, port = line.split("http://")[1].split()[0].rsplit(":", 1)
-        address = (host, int(port))
-        paused = threading.Event()
-        lines = []
-
-        def read_log():
-            for raw in proc.stderr:
-                lines.append(raw.decode())
-                if "pausing accepts" in lines[-1]:
-                    paused.set()
-
-        threading.Thread(target=read_log, daemon=True).start()
-        clients = [socket.create_connection(address, timeout=10) for _ in range(limit + 20)]
-        assert paused.wait(20), lines
-        for sock in clients:
-            sock.close()
-        with socket.create_connection(address, timeout=10) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(sock)[2] == b"Hello, world!"
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    server = ServerProcess(["tests.apps.asgi_apps:hello", "--port", "0", "--timeout-keep-alive", "60"],
+                           preexec_fn=low_fd_limit)
+    clients = [socket.create_connection(server.address, timeout=10) for _ in range(limit + 20)]
+    server.wait_for_log("pausing accepts", timeout_s=20)
+    for sock in clients:
+        sock.close()
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[2] == b"Hello, world!"
+    assert server.stop() == 0

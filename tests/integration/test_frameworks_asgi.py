@@ -117,6 +117,7 @@ def test_starlette_routes_middleware_and_lifespan_state(starlette_server):
         assert client.get("/stream").text == "0\n1\n2\n3\n4\n"
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(GET /boom\)")
 def test_starlette_background_task_and_errors(starlette_server):
     BACKGROUND_DONE.clear()
     with httpx.Client(base_url=starlette_server.url) as client:

@@ -253,16 +253,18 @@ def test_lifespan_state_reaches_requests(serve):
     assert json.loads(body)["state"] == {"value": "warm"}
 
 
+@pytest.mark.expect_errors("^database unreachable$")
 def test_failed_lifespan_startup_stops_the_server():
     from selectserver import ServerThread
 
-    with pytest.raises(RuntimeError, match="failed to start"):
+    with pytest.raises(RuntimeError, match="failed to start.*database unreachable"):
         ServerThread(asgi_apps.failing_lifespan, lifespan="on").start()
 
 
 # -- application errors ---------------------------------------------------------------
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(GET /\)")
 def test_exception_before_start_is_a_500(serve, caplog):
     server = serve(asgi_apps.raises_before_start)
     response, body = get(server)
@@ -271,6 +273,7 @@ def test_exception_before_start_is_a_500(serve, caplog):
     assert "app failed before the response" in caplog.text
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(GET /\)")
 def test_exception_after_start_cuts_the_connection(serve):
     server = serve(asgi_apps.raises_after_start)
     reply = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -278,12 +281,14 @@ def test_exception_after_start_cuts_the_connection(serve):
     assert not reply.endswith(b"0\r\n\r\n")   # the chunked body never ends cleanly
 
 
+@pytest.mark.expect_errors("^ASGI app returned without starting a response")
 def test_returning_without_a_response_is_a_500(serve):
     server = serve(asgi_apps.returns_without_response)
     response, _ = get(server)
     assert response.status == 500
 
 
+@pytest.mark.expect_errors("^ASGI app returned without completing the response")
 def test_returning_mid_body_closes(serve):
     server = serve(asgi_apps.returns_mid_body)
     reply = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -291,6 +296,10 @@ def test_returning_mid_body_closes(serve):
     assert reply.endswith(b"short")
 
 
+# The refused send raises in the app, which lets it propagate: one fault, two
+# records (logged once would be better; the ASGI cycle is being reworked, #10).
+@pytest.mark.expect_errors("^invalid response from ASGI app for GET /: header",
+                           r"^Exception in ASGI application \(GET /\)")
 def test_header_injection_is_refused(serve):
     server = serve(asgi_apps.bad_header)
     reply = raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

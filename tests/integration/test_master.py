@@ -82,6 +82,7 @@ def test_max_requests_recycles_without_failures(start):
     assert len(set(load.seen())) >= 2
 
 
+@pytest.mark.expect_errors(r"^Worker \d+ was stuck for \d+s; killing it")
 def test_stuck_worker_is_killed_and_replaced(start):
     server = start("--timeout-worker", "1.5")
     server.wait_for_log("serving")
@@ -116,6 +117,7 @@ def test_orphaned_worker_stops(start):
 # -- exit codes ---------------------------------------------------------------------
 
 
+@pytest.mark.expect_errors("^could not import module 'no_such_module'", r"^Worker \d+ failed to boot")
 def test_import_error_exits_3(tmp_path):
     server = ServerProcess(["no_such_module:app", "--app-dir", str(tmp_path), "--port", "0",
                             "--workers", "2"], wait_listening=False)
@@ -125,6 +127,7 @@ def test_import_error_exits_3(tmp_path):
     assert "failed to boot" in server.log()
 
 
+@pytest.mark.expect_errors(r"^Worker \d+ failed\n(.*\n)*SyntaxError", r"^Worker \d+ failed to boot")
 def test_syntax_error_in_app_exits_3(tmp_path):
     (tmp_path / "broken.py").write_text("def app(:\n")
     server = ServerProcess(["broken:app", "--app-dir", str(tmp_path), "--port", "0"],
@@ -133,6 +136,7 @@ def test_syntax_error_in_app_exits_3(tmp_path):
     wait_until(lambda: "SyntaxError" in server.log(), message="the reason")
 
 
+@pytest.mark.expect_errors("^no database$", r"^Worker \d+ failed to boot")
 def test_lifespan_startup_failure_exits_3(start):
     server = start("--lifespan", "on", env={"FAIL_STARTUP": "1"}, wait_listening=False)
     assert server.wait() == 3
@@ -140,6 +144,7 @@ def test_lifespan_startup_failure_exits_3(start):
     assert "Listening" not in server.log()
 
 
+@pytest.mark.expect_errors(r"^cannot listen on 127\.0\.0\.1:\d+: Address already in use")
 def test_address_in_use_exits_4(app_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -158,6 +163,10 @@ def test_address_in_use_exits_4(app_dir):
     ["--ssl-certfile", "/nonexistent/cert.pem"],
     ["--workers", "0"],
 ])
+@pytest.mark.expect_errors(r"^forwarded_allow_ips: 'not-an-ip' is not an IP address$",
+                           r"^unknown access log atom %\(Z\)s$",
+                           r"^cannot load the TLS certificate /nonexistent/cert\.pem",
+                           r"^cannot apply --log-config /nonexistent/logging\.json")
 def test_bad_options_exit_2(app_dir, args):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args],
                            wait_listening=False)
@@ -174,6 +183,7 @@ def test_pid_file(start, tmp_path):
     assert not pid_file.exists()
 
 
+@pytest.mark.expect_errors("^cannot write the pid file .*: No such file or directory")
 def test_unwritable_pid_file_exits_5(app_dir, tmp_path):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0",
                             "--pid", str(tmp_path / "missing" / "server.pid")], wait_listening=False)
@@ -191,6 +201,9 @@ def test_reload_serves_new_code(start, app_dir):
     assert "Changed: " in server.log()
 
 
+# "this is not python" is a NameError once whole; a SyntaxError half written.
+@pytest.mark.expect_errors(r"^Worker \d+ failed\n(.*\n)*(SyntaxError|NameError)",
+                           r"^New worker \d+ failed to boot \(exit code 3\); the old workers keep serving")
 def test_reload_keeps_serving_through_a_broken_edit(start, app_dir):
     server = start("--reload", "--reload-dir", app_dir)
     server.wait_for_log("serving")

@@ -28,8 +28,8 @@ async def paced(scope, receive, send):
 
 
 def trace_of(server):
-    server.stop()
-    text = "".join(server.log_lines) + server.proc.stderr.read().decode()
+    assert server.stop() == 0
+    text = server.log()
     # "  1.2345 conn fd 7 recv 78 bytes" -> "conn fd 7 recv 78 bytes"
     return [re.sub(r"^\s*\d+\.\d{4} ", "", line) for line in text.splitlines()]
 

@@ -272,6 +272,8 @@ def test_denial_response(serve):
     assert refused.value.response.body == b"go away, you"
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(websocket /\)",
+                           "^ASGI app returned without accepting or closing the websocket /$")
 @pytest.mark.parametrize("app", [ws_apps.raise_before_accept, ws_apps.return_before_accept])
 def test_failure_before_accept_is_500(serve, app):
     server = serve(app)
@@ -280,6 +282,7 @@ def test_failure_before_accept_is_500(serve, app):
     assert refused.value.response.status_code == 500
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(websocket /\)")
 def test_app_exception_after_accept_closes_with_1011(serve):
     server = serve(ws_apps.raise_after_accept)
     with connect(ws_url(server)) as ws:

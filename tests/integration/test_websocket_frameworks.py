@@ -151,6 +151,7 @@ def test_refused_handshakes_are_403(serve, seen, make_app, path):
     assert refused.value.response.status_code == 403
 
 
+@pytest.mark.expect_errors(r"^Exception in ASGI application \(websocket /fail\)")
 def test_fastapi_endpoint_exception_closes_with_1011(serve, seen):
     server = serve(make_fastapi(seen))
     with connect(url(server, "/fail")) as ws:

@@ -416,6 +416,7 @@ def test_client_disconnect_calls_close(serve):
     assert probe.closed.wait(10)
 
 
+@pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
 def test_error_before_start_is_a_500_and_the_server_goes_on(serve, caplog):
     server = serve(wsgi_apps.raises_before_start)
     status, _, body = get(server)
@@ -424,6 +425,7 @@ def test_error_before_start_is_a_500_and_the_server_goes_on(serve, caplog):
     assert get(server)[0] == 500
 
 
+@pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
 def test_error_after_start_breaks_the_connection(serve):
     server = serve(wsgi_apps.raises_after_start)
     response, ending = read_until_broken(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -432,6 +434,7 @@ def test_error_after_start_breaks_the_connection(serve):
     assert not response.endswith(b"0\r\n\r\n")
 
 
+@pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
 def test_exc_info_rules(serve):
     server = serve(wsgi_apps.replaces_head_with_exc_info)
     status, _, body = get(server)
@@ -442,6 +445,7 @@ def test_exc_info_rules(serve):
     assert b"never sent" not in response and not response.endswith(b"0\r\n\r\n")
 
 
+@pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
 @pytest.mark.parametrize("app", [wsgi_apps.bad_header, wsgi_apps.bad_status])
 def test_invalid_head_is_a_500_never_sent(serve, app):
     server = serve(app)

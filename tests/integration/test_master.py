@@ -117,7 +117,8 @@ def test_orphaned_worker_stops(start):
 # -- exit codes ---------------------------------------------------------------------
 
 
-@pytest.mark.expect_errors("^could not import module 'no_such_module'", r"^Worker \d+ failed to boot")
+@pytest.mark.expect_errors("^cannot import 'no_such_module:app': no module named 'no_such_module'$",
+                           r"^Worker \d+ failed to boot")
 def test_import_error_exits_3(tmp_path):
     server = ServerProcess(["no_such_module:app", "--app-dir", str(tmp_path), "--port", "0",
                             "--workers", "2"], wait_listening=False)
@@ -127,7 +128,8 @@ def test_import_error_exits_3(tmp_path):
     assert "failed to boot" in server.log()
 
 
-@pytest.mark.expect_errors(r"^Worker \d+ failed\n(.*\n)*SyntaxError", r"^Worker \d+ failed to boot")
+@pytest.mark.expect_errors("^cannot import 'broken:app': SyntaxError", r'^File ".*broken\.py", line 1',
+                           r"^Worker \d+ failed to boot")
 def test_syntax_error_in_app_exits_3(tmp_path):
     (tmp_path / "broken.py").write_text("def app(:\n")
     server = ServerProcess(["broken:app", "--app-dir", str(tmp_path), "--port", "0"],
@@ -165,7 +167,7 @@ def test_address_in_use_exits_4(app_dir):
 ])
 @pytest.mark.expect_errors(r"^forwarded_allow_ips: 'not-an-ip' is not an IP address$",
                            r"^unknown access log atom %\(Z\)s$",
-                           r"^cannot load the TLS certificate /nonexistent/cert\.pem",
+                           r"^--ssl-certfile /nonexistent/cert\.pem: No such file or directory$",
                            r"^cannot apply --log-config /nonexistent/logging\.json")
 def test_bad_options_exit_2(app_dir, args):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0", *args],
@@ -202,7 +204,8 @@ def test_reload_serves_new_code(start, app_dir):
 
 
 # "this is not python" is a NameError once whole; a SyntaxError half written.
-@pytest.mark.expect_errors(r"^Worker \d+ failed\n(.*\n)*(SyntaxError|NameError)",
+@pytest.mark.expect_errors("^cannot import 'procapp:app': (SyntaxError|NameError)",
+                           r"^Traceback \(the app's frames\)",
                            r"^New worker \d+ failed to boot \(exit code 3\); the old workers keep serving")
 def test_reload_keeps_serving_through_a_broken_edit(start, app_dir):
     server = start("--reload", "--reload-dir", app_dir)

@@ -31,6 +31,8 @@ def failed_boot(directory, *args):
     return code, server.log()
 
 
+@pytest.mark.expect_errors("^cannot import 'brokenapp:app': ModuleNotFoundError",
+                           r"^Traceback \(the app's frames\)", r"^Worker \d+ failed to boot")
 @forks
 def test_import_error_in_the_app_is_one_line_and_its_own_frames(tmp_path):
     write(tmp_path, "brokenapp.py", "import os\nimport brokenhelper\napp = None\n")
@@ -48,6 +50,7 @@ def test_import_error_in_the_app_is_one_line_and_its_own_frames(tmp_path):
     assert len(log.splitlines()) <= 10, log
 
 
+@pytest.mark.expect_errors("^cannot import '(nosuchmodule|emptyapp):app'", r"^Worker \d+ failed to boot")
 @forks
 def test_missing_module_and_attribute(tmp_path):
     write(tmp_path, "emptyapp.py", "")
@@ -57,6 +60,8 @@ def test_missing_module_and_attribute(tmp_path):
     assert code == 3 and "module 'emptyapp' has no attribute 'app'" in log
 
 
+@pytest.mark.expect_errors("^cannot import 'synapp:app': SyntaxError", r'^File ".*synapp\.py", line 1',
+                           r"^Worker \d+ failed to boot")
 @forks
 def test_syntax_error_names_file_and_line(tmp_path):
     write(tmp_path, "synapp.py", "app = (\n")
@@ -65,6 +70,8 @@ def test_syntax_error_names_file_and_line(tmp_path):
     assert "SyntaxError" in log and "synapp.py, line 1)" in log and "importlib" not in log
 
 
+@pytest.mark.expect_errors("^cannot import 'raisesapp:app': RuntimeError: no config",
+                           r"^Traceback \(the app's frames\)")
 @forks
 def test_preload_import_error_exits_3_from_the_master(tmp_path):
     write(tmp_path, "raisesapp.py", "raise RuntimeError('no config')\n")
@@ -74,6 +81,7 @@ def test_preload_import_error_exits_3_from_the_master(tmp_path):
     assert "Worker" not in log
 
 
+@pytest.mark.expect_errors("^cannot import 'nosuchmodule_for_thread:app'")
 def test_server_thread_keeps_the_reason():
     server = ServerThread("nosuchmodule_for_thread:app")
     with pytest.raises(Exception):
@@ -117,6 +125,8 @@ def test_lifespan_unsupported_is_logged_once_per_server(tmp_path):
     (dict(reload=True), "reload=True needs the app as an import string"),
     (dict(preload=True, reload=True, app_string=True), "--reload cannot work with --preload"),
 ])
+@pytest.mark.expect_errors("^reload=True needs the app as an import string",
+                           "^--reload cannot work with --preload")
 def test_reload_needs_an_import_string(options, expected):
     async def app(scope, receive, send):
         pass

@@ -68,6 +68,7 @@ def test_a_live_socket_is_never_replaced(tmp_path):
         live.close()
 
 
+@pytest.mark.expect_errors("^cannot listen on unix:.*: another server is listening there")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
 def test_second_server_on_the_same_path_exits_4_and_leaves_the_first(tmp_path):
     write_app(str(tmp_path))
@@ -153,6 +154,7 @@ def test_swapped_or_foreign_files(certificate):
             certificate["other_key"], certificate["cert"]))
 
 
+@pytest.mark.expect_errors("^--ssl-keyfile .* is encrypted: give its password with --ssl-keyfile-password")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
 def test_cli_tls_error_is_one_line_and_exit_2(certificate, tmp_path):
     write_app(str(tmp_path))

@@ -90,7 +90,8 @@ def test_sighup_serves_new_code_without_refusing(start, app_dir):
     assert get(server.address, "/version")[1] == "v2-after-sighup"
 
 
-@pytest.mark.expect_errors(r"^Worker \d+ failed\n(.*\n)*RuntimeError: broken on purpose",
+@pytest.mark.expect_errors("^cannot import 'procapp:app': RuntimeError: broken on purpose$",
+                           r"^Traceback \(the app's frames\)",
                            r"^New worker \d+ failed to boot \(exit code 3\); the old workers keep serving")
 def test_sighup_with_broken_code_keeps_the_old_workers(start, app_dir):
     server = start()

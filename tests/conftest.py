@@ -163,10 +163,13 @@ def program():
 WATCHED_LOGGERS = ("selectserver", "selectserver.error", "selectserver.access",
                    "selectserver.trace", "asyncio")
 
-# Lines of a server process's log that mean the same as an ERROR record.
-ERROR_LINE = re.compile(r"^(ERROR|CRITICAL):|^Traceback \(most recent call last\)")
-LOG_LINE = re.compile(r"^[A-Z]+: ")
-LEVEL = re.compile(r"^[A-Z]+: +")
+# A log line of a server process, as logs.configure() formats it with or
+# without the time and pid ("ERROR:     ..." or "[time] [pid] [ERROR] ...");
+# what it matches is left out when the line is matched against patterns.
+LOG_LINE = re.compile(r"^(?:\[[^]]*\] )*\[?(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL)\]?:? +")
+# ... and the lines among them that mean the same as an ERROR record.
+ERROR_LINE = re.compile(LOG_LINE.pattern.replace("TRACE|DEBUG|INFO|WARNING|", "")
+                        + "|^Traceback \\(most recent call last\\)")
 
 
 def describe_record(record: logging.LogRecord) -> str:
@@ -216,7 +219,7 @@ class ServerErrors(logging.Handler):
             start = index
             while index < len(lines) and not LOG_LINE.match(lines[index]):
                 index += 1
-            text = "\n".join([LEVEL.sub("", line)] + lines[start:index])
+            text = "\n".join([LOG_LINE.sub("", line)] + lines[start:index])
             with self._guard:
                 self.lines.append((source, text))
 

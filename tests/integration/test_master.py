@@ -82,7 +82,7 @@ def test_max_requests_recycles_without_failures(start):
     assert len(set(load.seen())) >= 2
 
 
-@pytest.mark.expect_errors(r"^Worker \d+ was stuck for \d+s; killing it")
+@pytest.mark.expect_errors(r"^Worker \d+ was stuck for \d+s; its stack follows, then it is killed")
 def test_stuck_worker_is_killed_and_replaced(start):
     server = start("--timeout-worker", "1.5")
     server.wait_for_log("serving")

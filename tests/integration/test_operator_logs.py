@@ -57,6 +57,7 @@ def test_log_files_and_sigusr1_reopens_them(app_dir, tmp_path):
         server.kill()
 
 
+@pytest.mark.expect_errors(r"^Worker \d+ was stuck for \d+s; its stack follows, then it is killed")
 def test_a_stuck_worker_dumps_its_stack_before_it_is_killed(app_dir):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0",
                             "--timeout-worker", "1"])
@@ -120,6 +121,7 @@ def test_user_without_root_is_refused(app_dir):
     assert server.wait() == 2
 
 
+@pytest.mark.expect_errors("^--user no-such-user-here: no such user$")
 def test_unknown_user_is_refused(app_dir):
     server = ServerProcess(["procapp:app", "--app-dir", app_dir, "--port", "0",
                             "--user", "no-such-user-here"], wait_listening=False)

@@ -184,6 +184,7 @@ def test_a_killed_successor_is_started_again_within_a_second(make_master):
     assert master.states() == [(0, "BOOTING"), (0, "REPLACING")]
 
 
+@pytest.mark.expect_errors(r"^New worker \d+ failed to boot \(exit code 3\); the old workers keep serving$")
 def test_a_broken_successor_leaves_the_old_worker_serving(make_master):
     master = make_master(workers=2)
     master._replace_all("SIGHUP")
@@ -196,6 +197,7 @@ def test_a_broken_successor_leaves_the_old_worker_serving(make_master):
     assert not master.roll_queue
 
 
+@pytest.mark.expect_errors(r"^Worker \d+ was stuck for \d+s; its stack follows, then it is killed$")
 def test_a_stuck_worker_dumps_its_stack_is_killed_and_its_slot_refilled_at_once(make_master):
     master = make_master(workers=1, timeout_worker_s=5.0)
     (stuck,) = master.workers
@@ -245,6 +247,7 @@ def test_ttou_retires_the_last_slot(make_master):
     assert len(master.workers) == 2
 
 
+@pytest.mark.expect_errors(r"^Worker \d+ did not boot for \d+s; its stack follows, then it is killed$", "^The old workers keep serving$")
 def test_booting_successor_killed_for_silence_gives_up_the_reload(make_master):
     master = make_master(workers=2, timeout_worker_s=5.0)
     master._replace_all("SIGHUP")

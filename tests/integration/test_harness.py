@@ -1,5 +1,6 @@
-"""ServerThread, which every integration test stands on: it says why a server
-did not start, and a server that failed or did not stop fails its caller."""
+"""What every integration test stands on: ServerThread says why a server did
+not start, and a server that failed or did not stop fails its caller; the
+errors a server process logs reach the test's ``server_errors``."""
 
 import socket
 import threading
@@ -9,6 +10,7 @@ import pytest
 from selectserver import ServerThread
 from selectserver.worker import AppLoadError, ServerStartError
 from tests.integration.conftest import read_response
+from tests.integration.processes import ServerProcess
 
 
 @pytest.mark.expect_errors("^cannot import 'no_such_module:app': no module named 'no_such_module'$")
@@ -81,3 +83,15 @@ def test_stop_reports_a_thread_that_did_not_stop(serve):
         release.set()
         assert read_response(sock)[0] == 204
     server.stop()
+
+
+@pytest.mark.expect_errors("^cannot import 'no_such_module:app'", r"^Worker \d+ failed to boot")
+def test_the_error_lines_of_a_server_process_are_seen(server_errors, tmp_path):
+    server = ServerProcess(["no_such_module:app", "--app-dir", str(tmp_path), "--port", "0"],
+                           wait_listening=False)
+    assert server.wait() == 3
+    # What the fixture does after each test: the log format is the one the
+    # server writes, whatever it is today.
+    server_errors.add_log("the server", server.log())
+    assert server_errors.matching("^cannot import 'no_such_module:app': no module named")
+    assert server_errors.matching(r"^Worker \d+ failed to boot")

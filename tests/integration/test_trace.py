@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from tests.integration.conftest import REPO
+from tests.integration.processes import REPO
 
 
 async def paced(scope, receive, send):

@@ -15,6 +15,7 @@ I/O goes through the connection's ``receive_body``/``respond``/``send_body``.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any, Callable, Dict, Optional
 from urllib.parse import unquote
@@ -181,6 +182,9 @@ class HTTPCycle(Cycle):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    # send() runs in the app's task step (see Cycle).
+    in_app_step = True
+
     def on_data_received(self) -> None:
         self._wake_receiver()
 
@@ -189,6 +193,12 @@ class HTTPCycle(Cycle):
 
     def on_disconnect(self) -> None:
         self.disconnected = True
+        conn = self.conn
+        on_response = conn.server.on_response
+        if on_response is not None and self.phase is not _DONE:
+            # The access log has a line for a response cut short, with what
+            # was sent.
+            on_response(conn, conn.request, conn.writer, conn.loop.time() - conn.started_at)
         self._wake_receiver()
         self._wake_sender()
 
@@ -196,9 +206,21 @@ class HTTPCycle(Cycle):
 
     def on_app_done(self, task: AppTask) -> None:
         conn = self.conn
-        error = task._exception
+        # Neither the task nor this cycle keeps the exception: its traceback
+        # holds the app's frames, which hold the task and this cycle
+        # (receive, send) and what the app had open -- a streaming
+        # response's async generator, whose finally would otherwise wait
+        # for a garbage collection.
+        error = task.take_exception() if task._exception is not None else None
+        self.task = None
         if error is not None:
-            if not self.disconnected or not isinstance(error, ClientDisconnected):
+            if self.disconnected and _client_left(error):
+                # A client that leaves is normal (STYLE.md §7: peer gone).
+                # repr() now: a record that kept the exception (a log
+                # capture does) would keep all the above alive.
+                log.debug("ASGI application stopped by the client leaving (%s): %s",
+                          _describe(self.scope), repr(error))
+            else:
                 log.error("Exception in ASGI application (%s)", _describe(self.scope),
                           exc_info=(type(error), error, error.__traceback__))
         elif self.phase is not _DONE and not self.disconnected:
@@ -218,6 +240,27 @@ class HTTPCycle(Cycle):
                 conn.close_after_flush()
 
 
+def _client_left(error: BaseException, depth: int = 0) -> bool:
+    """Whether ``error`` comes from the client leaving: our own
+    ``ClientDisconnected``, a connection error, or a framework's exception
+    raised because of it (Starlette's ``ClientDisconnect``), also inside an
+    exception group (all of its members) or as the cause of another."""
+    if isinstance(error, ConnectionError) or type(error).__name__ in _CLIENT_LEFT_NAMES:
+        return True
+    if depth > 8:
+        return False
+    members = getattr(error, "exceptions", None)
+    if isinstance(members, tuple) and members:
+        return all(_client_left(member, depth + 1) for member in members)
+    cause = error.__cause__ or error.__context__
+    return cause is not None and _client_left(cause, depth + 1)
+
+
+# Exceptions frameworks raise when the client left (the name is all we may
+# know of them: we import no framework).
+_CLIENT_LEFT_NAMES = frozenset(("ClientDisconnected", "ClientDisconnect"))
+
+
 def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
                  upgrade: Optional[Callable[..., bool]] = None
                  ) -> Callable[[Connection, Request], None]:
@@ -231,6 +274,10 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
     root_path_bytes = root_path.encode("utf-8")
     lifespan_state = state
     trusted = trusted_proxies(config)
+    # Each app task runs in a copy of this context, not of whatever task
+    # happened to end the previous response (no contextvars leak between
+    # requests).
+    base_context = contextvars.copy_context()
 
     def handle(conn: Connection, request: Request) -> None:
         scope = build_scope(conn, request, root_path, root_path_bytes)
@@ -248,7 +295,8 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
             log.exception("Exception in ASGI application (%s)", _describe(scope))
             conn.respond_error(500)
             return
-        task = AppTask(conn.loop, coro, cycle.on_app_done)
+        task = AppTask(conn.loop, coro, cycle.on_app_done, None,
+                       conn.continue_serving, base_context.copy())
         cycle.task = task
         task.start()
 

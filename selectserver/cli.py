@@ -100,6 +100,8 @@ OPTIONS: List[tuple] = [
     (("--limit-request-body",), "limit_request_body_bytes", dict(type=int, metavar="BYTES", help="Largest request body (413 above). [default: unlimited]")),
     (("--timeout-keep-alive",), "timeout_keep_alive_s", dict(type=float, metavar="SECONDS", help="Close idle connections after this long. [default: 5]")),
     (("--timeout-request-head",), "timeout_request_head_s", dict(type=float, metavar="SECONDS", help="Time allowed for a whole request head (408 after). [default: 10]")),
+    (("--timeout-request-body",), "timeout_request_body_s", dict(type=float, metavar="SECONDS", help="Time allowed for a request body, extended by 1 s per --request-body-min-rate bytes received (408 after). [default: 20]")),
+    (("--request-body-min-rate",), "request_body_min_rate_bytes", dict(type=int, metavar="BYTES", help="Bytes per second a request body must keep up to gain time. [default: 500]")),
     (("--timeout-graceful-shutdown",), "timeout_graceful_shutdown_s", dict(type=float, metavar="SECONDS", help="On shutdown, wait this long for responses in flight. [default: 30]")),
     (("--server-header",), "server_header", dict(action=argparse.BooleanOptionalAction, default=None, help="Send 'server: selectserver'. [default: on]")),
     (("--date-header",), "date_header", dict(action=argparse.BooleanOptionalAction, default=None, help="Send a Date header. [default: on]")),

@@ -84,6 +84,11 @@ class Config:
     limit_concurrency: Optional[int] = None
     timeout_keep_alive_s: float = 5.0
     timeout_request_head_s: float = 10.0
+    # a request body gets this long, plus one second per
+    # request_body_min_rate_bytes received (Apache mod_reqtimeout's
+    # body=20,MinRate=500): a trickle runs out, an honest slow upload does not
+    timeout_request_body_s: float = 20.0
+    request_body_min_rate_bytes: int = 500
     timeout_graceful_shutdown_s: float = 30.0
     # backpressure: stop reading a request body above this many unread bytes;
     # make the app wait in send() while more than this is unsent
@@ -144,7 +149,9 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError("%s must be at least 1 (or unset), not %r" % (flag(name), value))
-        for name in ("timeout_keep_alive_s", "timeout_request_head_s",
+        if self.request_body_min_rate_bytes < 1:
+            raise ConfigError("%s must be at least 1" % flag("request_body_min_rate_bytes"))
+        for name in ("timeout_keep_alive_s", "timeout_request_head_s", "timeout_request_body_s",
                      "timeout_graceful_shutdown_s", "timeout_worker_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError("%s must be positive" % flag(name))

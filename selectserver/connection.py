@@ -6,23 +6,14 @@ parser holds the unread bytes) and a write buffer.  The loop calls
 WSGI *cycle*, one per request) calls ``receive_body()``, ``respond()`` and
 ``send_body()``.
 
-The connection owns no flags, only a state::
-
-    (HANDSHAKE ──TLS done──>) IDLE ──bytes──> READING_HEAD ──head──> RUNNING ──response done──> IDLE
-      │                  │                    │
-      └──────────────────┴─── error/close ────┴──> CLOSING ──flushed──> CLOSED
-
-* HANDSHAKE: TLS only, before anything else: ``do_handshake()`` is retried
-  whenever the socket is ready, so a slow or broken client never blocks the
-  loop; the request-head deadline bounds it.
-* IDLE: between requests (or before the first); the keep-alive clock runs.
-* READING_HEAD: part of a head has arrived; the head deadline runs.
-* RUNNING: an application has the request; the body flows to it on demand
-  and its response flows to the socket.  Where the request stands is the
-  parser's business, where the response stands is the writer's.
-* UPGRADED: the socket speaks another protocol now (a websocket); bytes
-  go to ``protocol.on_data()`` instead of the parser.
-* CLOSING: a last response is being flushed; nothing more is read.
+Its life is one state machine: ``TRANSITIONS`` maps (state, event) to the
+next state, and ``_transition(event)`` is the only code that changes
+``state`` (closing included).  A state that is not in the table for an
+event cannot receive it: that is our bug, and it raises.  What a rule
+needs to remember is a state, never a boolean beside it: a connection that
+will close after this response is RUNNING_LAST, not RUNNING plus a flag.
+Where the request stands is the parser's business, where the response
+stands is the writer's.
 
 Selector interest is derived from the state and the buffers in one method,
 ``_update_interest()``, and the selector is only told when it changes.
@@ -45,10 +36,10 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Optional, Set, Tuple
 
 from .errors import HTTPError, InvalidResponse, RequestTimeout
-from .http11.events import NEED_DATA, Data, EndOfMessage, Request
+from .http11.events import NEED_DATA, Data, Request
 from .http11.parser import Limits, RequestParser
 from .http11.writer import CONTINUE, ResponseWriter, error_response
 
@@ -77,6 +68,16 @@ _MAX_GATHER = 64
 # client that would have been served.
 RETRY_AFTER = b"retry-after: 1\r\n"
 
+# A stopping worker gives an idle kept-alive connection this long to send
+# one last request (a busy client sends its next one at once; closing the
+# socket under it would lose that request).
+DRAIN_GRACE_S = 1.0
+
+# A lingering close reads (and drops) what the client still sends for at
+# most this long, and at most this many bytes, before it closes.
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
+
 # Errors that mean the peer is gone, not that we have a bug.  A TLS error
 # (bad record, close_notify) is the peer's doing too.
 PEER_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
@@ -92,27 +93,100 @@ class State(enum.Enum):
     # the per-request state-table lookups twice as slow (see RESULTS.md).
     __hash__ = object.__hash__
 
-    HANDSHAKE = "tls handshake"
-    IDLE = "idle"
-    READING_HEAD = "reading head"
-    RUNNING = "running"
-    UPGRADED = "upgraded"
-    CLOSING = "closing"
+    HANDSHAKE = "tls handshake"          # TLS only: the handshake is in progress
+    IDLE = "idle"                        # between requests, or before the first
+    READING_HEAD = "reading head"        # part of a head has arrived
+    RUNNING = "running"                  # an app has the request
+    UPGRADED = "upgraded"                # the socket speaks another protocol (websocket)
+    GRACE = "grace"                      # stopping: idle, one last request may still come
+    READING_LAST_HEAD = "reading last head"   # stopping: part of the last head has arrived
+    RUNNING_LAST = "running last"        # an app has the last request (connection: close)
+    CLOSING = "closing"                  # the write queue is being flushed, nothing read
+    LINGERING = "lingering"              # FIN sent; reading and dropping until the peer closes
     CLOSED = "closed"
 
 
-HANDSHAKE, IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSING, CLOSED = (
-    State.HANDSHAKE, State.IDLE, State.READING_HEAD, State.RUNNING, State.UPGRADED, State.CLOSING, State.CLOSED)
+class Event(enum.Enum):
+    """What happened to a connection: the cause of a transition (the value
+    is how ``--trace`` says it)."""
 
-TRANSITIONS: Dict[State, Set[State]] = {
-    HANDSHAKE: {IDLE, CLOSED},
-    IDLE: {READING_HEAD, RUNNING, CLOSING, CLOSED},   # RUNNING: a whole head in one read
-    READING_HEAD: {RUNNING, CLOSING, CLOSED},
-    RUNNING: {IDLE, UPGRADED, CLOSING, CLOSED},
-    UPGRADED: {CLOSING, CLOSED},
-    CLOSING: {CLOSED},
-    CLOSED: set(),
+    __hash__ = object.__hash__   # as State's
+
+    TLS_DONE = "TLS handshake done"
+    BYTES = "part of a head arrived"
+    HEAD = "a whole request head"
+    KEEP_ALIVE = "response done, keep-alive"
+    LAST_RESPONSE = "response done, no keep-alive"
+    UPGRADE = "101 sent: the socket speaks another protocol now"
+    STOP = "the worker stops taking work"
+    ERROR = "a client error, answered with its status"
+    FINISH = "last response queued; close once it is sent"
+    TIMEOUT = "timeout"                   # the state's deadline passed
+    FLUSHED = "all sent: FIN, then drop what the client still sends"
+    PEER_GONE = "peer gone"               # EOF, reset, broken pipe
+    CLOSE = "closed by the server"
+
+
+HANDSHAKE, IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSED = (
+    State.HANDSHAKE, State.IDLE, State.READING_HEAD, State.RUNNING, State.UPGRADED, State.CLOSED)
+GRACE, READING_LAST_HEAD, RUNNING_LAST, CLOSING, LINGERING = (
+    State.GRACE, State.READING_LAST_HEAD, State.RUNNING_LAST, State.CLOSING, State.LINGERING)
+(TLS_DONE, BYTES, HEAD, KEEP_ALIVE, LAST_RESPONSE, UPGRADE, STOP, ERROR, FINISH, TIMEOUT,
+ FLUSHED, GONE, CLOSE) = tuple(Event)
+
+# region: transitions
+TRANSITIONS: Dict[Tuple[State, Event], State] = {
+    (HANDSHAKE, TLS_DONE): IDLE,
+    (HANDSHAKE, TIMEOUT): CLOSED,
+    (HANDSHAKE, STOP): CLOSED,           # nothing read yet: nothing to lose
+    (IDLE, BYTES): READING_HEAD,
+    (IDLE, HEAD): RUNNING,               # a whole head in one read
+    (IDLE, ERROR): CLOSING,              # a bad head in one read
+    (IDLE, TIMEOUT): LINGERING,          # keep-alive over
+    (IDLE, STOP): GRACE,
+    (READING_HEAD, HEAD): RUNNING,
+    (READING_HEAD, ERROR): CLOSING,
+    (READING_HEAD, TIMEOUT): CLOSING,    # 408
+    (READING_HEAD, STOP): READING_LAST_HEAD,
+    (RUNNING, KEEP_ALIVE): IDLE,
+    (RUNNING, LAST_RESPONSE): CLOSING,
+    (RUNNING, UPGRADE): UPGRADED,
+    (RUNNING, ERROR): CLOSING,           # a malformed body
+    (RUNNING, FINISH): CLOSING,
+    (RUNNING, TIMEOUT): CLOSING,         # the body is too slow: 408
+    (RUNNING, STOP): RUNNING_LAST,
+    (GRACE, BYTES): READING_LAST_HEAD,
+    (GRACE, HEAD): RUNNING_LAST,
+    (GRACE, ERROR): CLOSING,
+    (GRACE, TIMEOUT): LINGERING,
+    (READING_LAST_HEAD, HEAD): RUNNING_LAST,
+    (READING_LAST_HEAD, ERROR): CLOSING,
+    (READING_LAST_HEAD, TIMEOUT): CLOSING,
+    (RUNNING_LAST, KEEP_ALIVE): CLOSING,  # the head was out before the stop
+    (RUNNING_LAST, LAST_RESPONSE): CLOSING,
+    (RUNNING_LAST, UPGRADE): UPGRADED,
+    (RUNNING_LAST, ERROR): CLOSING,
+    (RUNNING_LAST, FINISH): CLOSING,
+    (RUNNING_LAST, TIMEOUT): CLOSING,
+    (UPGRADED, FINISH): CLOSING,
+    (CLOSING, FLUSHED): LINGERING,
+    (CLOSING, TIMEOUT): CLOSED,
+    (LINGERING, TIMEOUT): CLOSED,
+    # From any state but CLOSED: the peer left, or we close now.
+    **{(state, event): CLOSED for state in State if state is not CLOSED
+       for event in (GONE, CLOSE)},
 }
+# endregion: transitions
+
+# The same table by state, then event (each server adds its deadlines:
+# ServerState.moves).
+_NEXT: Dict[State, Dict[Event, State]] = {state: {} for state in State}
+for (_state, _event), _new in TRANSITIONS.items():
+    _NEXT[_state][_event] = _new
+del _state, _event, _new
+
+# The states in which the connection waits for (or reads) a request head.
+_AWAITING_HEAD = frozenset((IDLE, READING_HEAD, GRACE, READING_LAST_HEAD))
 
 
 class WriteQueue:
@@ -200,6 +274,13 @@ class Cycle:
 
     __slots__ = ()
 
+    # True when the cycle calls respond() and send_body() from inside an
+    # app's task step (ASGI), where no other task may start: the connection
+    # then leaves the next pipelined request to continue_serving(), which
+    # the task calls after the step.  False (WSGI: calls from loop
+    # callbacks): the connection starts it at once.
+    in_app_step = False
+
     def on_data_received(self) -> None:
         """More request bytes arrived (``receive_body()`` may have news)."""
 
@@ -207,7 +288,8 @@ class Cycle:
         """The write buffer fell below the low-water mark."""
 
     def on_disconnect(self) -> None:
-        """The client is gone; later writes are dropped."""
+        """The client is gone (or its request body ran out of time, answered
+        408 by the connection); later writes are dropped."""
 
 
 class Protocol(Cycle):
@@ -250,12 +332,25 @@ class ServerState:
         self.read_high_bytes = config.read_buffer_high_bytes
         self.write_high_bytes = config.write_buffer_high_bytes
         self.write_low_bytes = config.write_buffer_high_bytes // 4
+        # The deadline each state sets when it is entered (none: no deadline).
+        # RUNNING's is the request body's, set only while a body is owed.
         self.timeouts_s: Dict[State, float] = {
             HANDSHAKE: config.timeout_request_head_s,
             IDLE: config.timeout_keep_alive_s,
             READING_HEAD: config.timeout_request_head_s,
+            GRACE: min(DRAIN_GRACE_S, config.timeout_keep_alive_s),
+            READING_LAST_HEAD: config.timeout_request_head_s,
             CLOSING: config.timeout_graceful_shutdown_s,
+            LINGERING: LINGER_S,
         }
+        # The table by state, then event, with the deadline each move sets:
+        # one lookup per transition (no tuple to build, no timeouts_s.get()).
+        self.moves: Dict[State, Dict[Event, Tuple[State, Optional[float]]]] = {
+            state: {event: (new, self.timeouts_s.get(new)) for event, new in row.items()}
+            for state, row in _NEXT.items()}
+        self.body_timeout_s = config.timeout_request_body_s
+        # Each byte of body received moves the body's deadline this much later.
+        self.body_s_per_byte = 1.0 / config.request_body_min_rate_bytes
         self.date_server = b""
         self.connections: Set["Connection"] = set()
         self.draining = False
@@ -268,11 +363,12 @@ class ServerState:
         # connection closes; an upgraded connection stays until it closes).
         self.limit_concurrency = config.limit_concurrency
         self.in_flight: Set["Connection"] = set()
-        # Called as trace(conn, old_state, new_state) on every transition
-        # when --trace is on (see trace.py).
-        self.trace: Optional[Callable[["Connection", State, State], None]] = None
+        # Called as trace(conn, old_state, event, new_state) on every
+        # transition when --trace is on (see trace.py).
+        self.trace: Optional[Callable[["Connection", State, Event, State], None]] = None
         # Called as on_response(conn, request, writer, duration_s) after
-        # every response; the worker sets it when the access log is on.
+        # every response (by the cycle for one the client cut short); the
+        # worker sets it when the access log is on.
         self.on_response: Optional[Callable[..., None]] = None
 
     def admit(self, conn: "Connection") -> bool:
@@ -295,7 +391,7 @@ class Connection:
     __slots__ = (
         "loop", "sock", "server", "parser", "state", "deadline", "client",
         "local", "request", "writer", "cycle", "started_at",
-        "_interest", "_write_buffer", "_dispatching", "_flush_queued", "_file",
+        "_interest", "_write_buffer", "_file", "_continue_owed", "_lingered_bytes",
     )
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
@@ -324,36 +420,49 @@ class Connection:
         self._interest = EVENT_READ
         # sendmsg(): plain sockets only (ssl.SSLSocket refuses it).
         self._write_buffer = WriteQueue(server.ssl_context is None and hasattr(sock, "sendmsg"))
-        # True while _serve_buffered() runs, so that a response finished
-        # inside it does not start the next pipelined request recursively.
-        self._dispatching = False
-        # True from the end of _serve_buffered() until the loop calls flush().
-        self._flush_queued = False
         # A FileTransfer queued behind the write buffer (send_file), or None.
         self._file: Optional[FileTransfer] = None
+        # The request's "Expect: 100-continue" is not answered yet (the
+        # Request event itself is never changed after parsing).
+        self._continue_owed = False
+        self._lingered_bytes = 0
         server.connections.add(self)
         loop.add_connection(sock, self, EVENT_READ)
 
     # -- state ----------------------------------------------------------------
 
-    def _set_state(self, new: State) -> None:
-        if new not in TRANSITIONS[self.state]:
-            raise RuntimeError("illegal transition %s -> %s" % (self.state, new))
-        old, self.state = self.state, new
-        trace = self.server.trace
+    def _transition(self, event: Event) -> State:
+        """Apply ``event`` to the state by the table; return the new state.
+
+        The only code that assigns ``state``.  Raises RuntimeError for an
+        event the current state cannot receive (a bug of ours).
+        """
+        old = self.state
+        server = self.server
+        try:
+            new, timeout = server.moves[old][event]
+        except KeyError:
+            raise RuntimeError("illegal transition: %s in state %s" % (event.name, old.name)) from None
+        self.state = new
+        trace = server.trace
         if trace is not None:
-            trace(self, old, new)
-        timeout = self.server.timeouts_s.get(new)
-        # RUNNING has no deadline: how long the app takes is its business.
+            trace(self, old, event, new)
         self.deadline = _monotonic() + timeout if timeout else 0.0
+        return new
 
     def _update_interest(self) -> None:
         state = self.state
-        if state is CLOSED or self._dispatching or self._flush_queued:
-            # While dispatching, writes are queued, not tried: no EVENT_WRITE
-            # yet; _serve_buffered (or flush) settles the interest when done.
+        if state is CLOSED:
             return
-        wanted = EVENT_WRITE if self._write_buffer.size or self._file is not None else 0
+        if self._write_buffer.size:
+            # Queued during a batch of events, the bytes leave when the loop
+            # flushes this connection at the batch's end: no EVENT_WRITE for
+            # them (unless we were already waiting for one).
+            wanted = EVENT_WRITE if self.loop.batch is None else self._interest & EVENT_WRITE
+        elif self._file is not None:
+            wanted = EVENT_WRITE
+        else:
+            wanted = 0
         # Read while there is room: above the high-water mark the client
         # waits (TCP flow control) until the application consumes the body.
         if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
@@ -367,7 +476,8 @@ class Connection:
     # -- the loop's callbacks ---------------------------------------------------
 
     def on_readable(self) -> None:
-        if self.state is HANDSHAKE:
+        state = self.state
+        if state is HANDSHAKE:
             self._handshake()
             return
         try:
@@ -380,17 +490,25 @@ class Connection:
         if not data:
             self._peer_gone(None)
             return
-        state = self.state
         if state is UPGRADED:
             self.cycle.on_data(data)
             return
+        if state is LINGERING:
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > LINGER_BYTES:
+                self.close()
+            return
         self.parser.feed(data)
-        if state is RUNNING:
+        if state is RUNNING or state is RUNNING_LAST:
+            if self.deadline:
+                # The body's deadline moves with what arrives: slow but
+                # steady passes, a trickle runs out (--request-body-min-rate).
+                self.deadline += len(data) * self.server.body_s_per_byte
             cycle = self.cycle
             if cycle is not None:
                 cycle.on_data_received()
             self._update_interest()
-        elif state is IDLE or state is READING_HEAD:
+        elif state is IDLE or state in _AWAITING_HEAD:
             self._serve_buffered()
 
     def on_writable(self) -> None:
@@ -416,20 +534,44 @@ class Connection:
                 self.cycle.on_drained()
             return
         if self.state is CLOSING:
-            self.close()
+            self._flushed()
             return
         self._update_interest()
         if self.cycle is not None:
             self.cycle.on_drained()
 
+    def flush(self) -> None:
+        """Send what was queued during the loop's batch of events (the loop
+        calls it once the batch is done)."""
+        if self.state is not CLOSED:
+            self.on_writable()
+            if self._write_buffer.size:
+                # The kernel took part of it: ask for EVENT_WRITE.
+                self._update_interest()
+
     def on_timeout(self) -> None:
         """The deadline of the current state passed (the worker's tick)."""
         state = self.state
-        if state is READING_HEAD:
+        if state is READING_HEAD or state is READING_LAST_HEAD:
             self._reject(RequestTimeout("no complete request head in %ss"
-                                        % self.server.timeouts_s[READING_HEAD]))
-        elif state is IDLE or state is CLOSING or state is HANDSHAKE:
-            self.close()
+                                        % self.server.timeouts_s[state]), TIMEOUT)
+        elif state is RUNNING or state is RUNNING_LAST:
+            self._body_timeout()
+        elif state is IDLE or state is GRACE:
+            self._transition(TIMEOUT)
+            self._linger()
+        elif state is HANDSHAKE or state is CLOSING or state is LINGERING:
+            self._close(TIMEOUT)
+
+    def _body_timeout(self) -> None:
+        parser = self.parser
+        if parser.body_complete:
+            self.deadline = 0.0   # all here: how long the app takes is its business
+        elif parser.buffered_bytes >= self.server.read_high_bytes:
+            # We stopped reading (the app is slow to consume): not the client's fault.
+            self.deadline = _monotonic() + self.server.body_timeout_s
+        else:
+            self._reject(RequestTimeout("request body too slow"), TIMEOUT)
 
     def _handshake(self) -> None:
         """One more step of the TLS handshake; IDLE once it is done."""
@@ -442,10 +584,10 @@ class Connection:
         except OSError as exc:
             # Not TLS, an untrusted certificate, a reset: the client's doing.
             log.debug("%s: TLS handshake failed: %s", _peer(self.client), exc)
-            self.close()
+            self._close(GONE)
             return
         else:
-            self._set_state(IDLE)
+            self._transition(TLS_DONE)
             wanted = EVENT_READ
         if wanted != self._interest:
             self._interest = wanted
@@ -458,51 +600,50 @@ class Connection:
 
         An application that answers at once finishes inside ``handler()``;
         the loop then goes on to the next pipelined request, in order.
+        Never called inside an app's task step (a task cannot start there).
         """
-        if self._dispatching:
-            return
-        self._dispatching = True
-        try:
-            while self.state is IDLE or self.state is READING_HEAD:
-                parser = self.parser
-                try:
-                    event = parser.next_event()
-                except HTTPError as exc:
-                    self._reject(exc)
-                    return
-                if event is NEED_DATA:
-                    if self.state is IDLE and parser.buffered_bytes:
-                        self._set_state(READING_HEAD)
-                    return
-                self._begin(event)
-        finally:
-            self._dispatching = False
-            if self._write_buffer.size and not self._flush_queued:
-                # What the requests above wrote leaves in one send(), after
-                # the loop has read every socket that was ready with this one.
-                if self.loop.flush_after_events(self):
-                    self._flush_queued = True
-                else:
-                    self.on_writable()
+        parser = self.parser
+        while True:
+            state = self.state
+            if state is not IDLE and state not in _AWAITING_HEAD:
+                break
+            try:
+                event = parser.next_event()
+            except HTTPError as exc:
+                self._reject(exc)
+                return
+            if event is NEED_DATA:
+                if parser.buffered_bytes and (state is IDLE or state is GRACE):
+                    self._transition(BYTES)
+                break
+            self._begin(event)
+        if not self._write_buffer.size or self.loop.batch is None:
             self._update_interest()
+        # Else the loop flushes this connection at the end of its batch,
+        # and settles the interest then.
 
-    def flush(self) -> None:
-        """Send what ``_serve_buffered`` queued (the loop calls it)."""
-        self._flush_queued = False
-        if self.state is not CLOSED:
-            self.on_writable()
-            if self._write_buffer.size:
-                # The kernel took part of it: ask for EVENT_WRITE (on_writable
-                # settled the interest itself if it sent everything).
-                self._update_interest()
+    def continue_serving(self) -> None:
+        """Serve the next pipelined request, if one is waiting.
+
+        Called outside any app step: by an app's task after each of its
+        later steps (a response that ended there moved the state, but could
+        not start the next request inside the step).
+        """
+        state = self.state
+        if state is IDLE or state is GRACE:
+            self._serve_buffered()
 
     def _begin(self, request: Request) -> None:
         server = self.server
-        if server.draining:
-            request.keep_alive = False
         self.request = request
-        self.writer = ResponseWriter(request)
-        self._set_state(RUNNING)
+        self.writer = writer = ResponseWriter(request)
+        if self._transition(HEAD) is RUNNING_LAST:
+            writer.keep_alive = False   # the worker is stopping: say connection: close
+        if request.content_length or request.chunked:
+            if not self.parser.body_complete:
+                # --timeout-request-body: the body's deadline starts now.
+                self.deadline = _monotonic() + server.body_timeout_s
+        self._continue_owed = request.expect_continue
         if server.on_response is not None:
             self.started_at = _monotonic()
         server.requests_served += 1
@@ -522,13 +663,13 @@ class Connection:
         client waiting on ``Expect: 100-continue``.  On a malformed body the
         connection answers 400 itself and the cycle is told the client is gone.
         """
-        request = self.request
-        if request is None or self.state is not RUNNING:
+        state = self.state
+        if self.request is None or (state is not RUNNING and state is not RUNNING_LAST):
             return None
-        if request.expect_continue:
+        if self._continue_owed:
             # RFC 9110 §10.1.1: only now that the app wants the body.
-            request.expect_continue = False
-            if self.writer is not None and not self.writer.started:
+            self._continue_owed = False
+            if not self.writer.started:
                 self.write(CONTINUE)
         try:
             event = self.parser.next_event()
@@ -549,7 +690,7 @@ class Connection:
         ``protocol.on_data``; write with ``write()``; end with
         ``close_after_flush()`` or ``close()``.
         """
-        self._set_state(UPGRADED)
+        self._transition(UPGRADE)
         self.cycle = protocol
         leftover = self.parser.take_unparsed()
         self._update_interest()
@@ -569,20 +710,28 @@ class Connection:
 
         Raises ``InvalidResponse`` (nothing sent) when the head is not valid
         HTTP.  Returns True when the caller should wait for ``on_drained``.
+        With ``end`` the response is complete (see ``send_body``).
         """
         if type(body) is bytes and len(body) >= LARGE_WRITE_BYTES:
             # The head alone, then the body: joining them would copy it.
             self.respond(status, headers)
             return self.send_body(body, end)
         head = self.writer.respond(status, headers, self.server.date_server, body, end)
-        if self.state is RUNNING:
+        state = self.state
+        if state is RUNNING or state is RUNNING_LAST:
             self.write(head)
         if end:
             self._finish_response()
         return self._write_buffer.size > self.server.write_high_bytes
 
     def send_body(self, body: bytes, end: bool = False) -> bool:
-        """Send more body (framed by the writer); ``end`` finishes the response."""
+        """Send more body (framed by the writer); ``end`` finishes the response.
+
+        At the end the connection moves on at once (IDLE for the next
+        request, or CLOSING).  Called from a loop callback, it also starts
+        the next pipelined request; inside an app's task step it leaves that
+        to ``continue_serving()``.
+        """
         writer = self.writer
         data = writer.body(body) if body else b""
         if end:
@@ -591,7 +740,8 @@ class Connection:
                 # Only the last chunk: never copy a body to add b"" to it
                 # (CPython would not, PyPy would).
                 data = data + last if data else last
-        if data and self.state is RUNNING:
+        state = self.state
+        if data and (state is RUNNING or state is RUNNING_LAST):
             self.write(data)
         if end:
             self._finish_response()
@@ -600,21 +750,29 @@ class Connection:
     def respond_error(self, status: int, detail: str = "", fields: bytes = b"") -> None:
         """Answer with a server-made error page and close after it; ``fields``
         are extra header lines (``name: value\r\n`` each)."""
-        if self.state is RUNNING:
+        state = self.state
+        if state is RUNNING or state is RUNNING_LAST:
             self.write(error_response(status, self.server.date_server + fields, detail))
-            self.request.keep_alive = False
-            self._close_after_flush()
+            if self.state is not CLOSED:
+                self._transition(FINISH)
+                self._closing()
         self.cycle = None
 
     def write(self, data: bytes) -> None:
         """Send now if nothing is queued; queue what the kernel did not take.
 
-        While ``_serve_buffered`` runs, writes are only queued: it sends them
-        when it is done, so that the answers to pipelined requests leave in
-        one ``send()`` (16 pipelined requests: one system call, not 16).
+        During the loop's batch of events, writes are only queued and the
+        loop flushes them once every ready socket was read, so that the
+        answers to pipelined requests leave in one ``send()`` (16 pipelined
+        requests: one system call, not 16).
         """
         buffer = self._write_buffer
-        if buffer.size or self._dispatching:
+        if buffer.size:
+            buffer.append(data)
+            return
+        batch = self.loop.batch
+        if batch is not None:
+            batch.append(self)
             buffer.append(data)
             return
         try:
@@ -634,41 +792,77 @@ class Connection:
         return self._write_buffer.size
 
     def _finish_response(self) -> None:
-        request, writer, server = self.request, self.writer, self.server
-        server.in_flight.discard(self)
+        """The response is complete: decide keep-alive (here only) and move on."""
+        writer, server, cycle = self.writer, self.server, self.cycle
+        if server.limit_concurrency is not None:
+            server.in_flight.discard(self)
         if server.on_response is not None:
-            server.on_response(self, request, writer, _monotonic() - self.started_at)
+            server.on_response(self, self.request, writer, _monotonic() - self.started_at)
         self.cycle = None
-        if self.state is not RUNNING:
+        state = self.state
+        if state is not RUNNING and state is not RUNNING_LAST:
             return
-        keep_alive = writer.keep_alive and request.keep_alive and not server.draining
-        # A body the app did not read is skipped if it is all here, but not
-        # one the client holds back until it gets 100 Continue.
-        if not (keep_alive and self.parser.next_request(skip_body=not request.expect_continue)):
-            self._close_after_flush()
-            return
-        self._set_state(IDLE)
-        if self._dispatching:
-            return   # _serve_buffered's loop goes on with the next request
-        if self.parser.buffered_bytes:
-            # A pipelined request is waiting.  We are inside the app's task
-            # step here, and a task cannot start inside another's step:
-            # serve it from the loop.
-            self.loop.call_soon(self._serve_buffered)
-        self._update_interest()
+        # The writer's verdict (the request's wish, the app's fields, the
+        # framing), and the next request's start must be findable: a body
+        # the app did not read is skipped if it is all here, but not one the
+        # client holds back until it gets 100 Continue.
+        if writer.keep_alive and self.parser.next_request(skip_body=not self._continue_owed):
+            state = self._transition(KEEP_ALIVE)
+        else:
+            state = self._transition(LAST_RESPONSE)
+        if state is CLOSING:
+            self._closing()
+        elif cycle is not None and not cycle.in_app_step:
+            self._serve_buffered()   # a loop callback (WSGI): go on now
+        # Else we are inside an app's task step, where no other task may
+        # start, or inside the handler (an answer the server made itself):
+        # _serve_buffered's loop (the app answered at once) or the task's
+        # continue_serving() (it answered later) goes on from here.
 
     def close_after_flush(self) -> None:
-        """Close once the write buffer is sent (bounded by the CLOSING deadline)."""
-        self._close_after_flush()
+        """Close once the write buffer is sent, with a lingering close
+        (bounded by the CLOSING and LINGERING deadlines)."""
+        state = self.state
+        if state is RUNNING or state is RUNNING_LAST or state is UPGRADED:
+            self._transition(FINISH)
+            self._closing()
+        elif state is not CLOSING and state is not LINGERING and state is not CLOSED:
+            self.close()
 
-    def _close_after_flush(self) -> None:
-        if self.state is CLOSED:
-            return
-        if self._write_buffer.size:
-            self._set_state(CLOSING)
+    def _closing(self) -> None:
+        """Entered CLOSING: flush, then the lingering close."""
+        if self._write_buffer.size or self._file is not None:
             self._update_interest()
         else:
+            self._flushed()
+
+    def _flushed(self) -> None:
+        """CLOSING with nothing left to send.
+
+        A client that asked to close and whose request we read whole has
+        nothing more to say: close.  Otherwise it may be sending right now
+        (a pipelined request, a body we did not read, its next keep-alive
+        request): closing with unread bytes would reset the connection and
+        could destroy our answer before it is read, so linger instead.
+        """
+        request = self.request
+        if (request is not None and not request.keep_alive and not self.parser.buffered_bytes
+                and self.parser.body_complete):
             self.close()
+            return
+        self._transition(FLUSHED)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Entered LINGERING: FIN now, then read and drop until the client
+        closes (or the deadline or LINGER_BYTES)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self._lingered_bytes = 0
+        self._update_interest()
 
     # -- files out, zero-copy ------------------------------------------------------
 
@@ -692,7 +886,8 @@ class Connection:
             fd = -1
             zero_copy = False
         self._file = FileTransfer(file, fd, offset, count, zero_copy, on_done)
-        if self.state is not RUNNING:
+        state = self.state
+        if state is not RUNNING and state is not RUNNING_LAST:
             self._file = None
         elif not self._write_buffer.size:
             self._send_file_part()
@@ -733,39 +928,42 @@ class Connection:
             self._update_interest()      # EVENT_WRITE brings the next part
             return
         self._file = None
+        if self.state is CLOSING and not self._write_buffer.size:
+            self._flushed()
+            return
         self._update_interest()
         transfer.on_done()
 
     # -- errors and endings ----------------------------------------------------------
 
-    def _reject(self, exc: HTTPError) -> None:
+    def _reject(self, exc: HTTPError, event: Event = ERROR) -> None:
         """Answer a client error with its status, then close (STYLE.md §7)."""
         state = self.state
-        if state is RUNNING and self.writer is not None and self.writer.started:
-            # The body went bad after the app began answering: just cut it.
+        if (state is RUNNING or state is RUNNING_LAST) and self.writer.started:
+            # The body went bad (or ran out of time) after the app began
+            # answering: just cut it.
             log.info("%s: %d %s (response already started)", _peer(self.client), exc.status, exc.detail)
-            self._notify_disconnect()
-            self.close()
-            return
-        if isinstance(exc, RequestTimeout) and state is IDLE:
-            self.close()
+            self._close(event)
             return
         log.info("%s: %d %s", _peer(self.client), exc.status, exc.detail)
         self.write(error_response(exc.status, self.server.date_server, exc.detail))
-        if state is RUNNING:
+        if self.state is CLOSED:
+            return
+        self._transition(event)
+        if state is RUNNING or state is RUNNING_LAST:
             self._notify_disconnect()
-        if self.state is not CLOSED:
-            self._close_after_flush()
+        self._closing()
 
     def _peer_gone(self, exc: Optional[BaseException]) -> None:
         if exc is not None and not isinstance(exc, PEER_GONE) and exc.errno not in _GONE_ERRNOS:
             log.warning("%s: socket error %r", _peer(self.client), exc)
         else:
             log.debug("%s: peer gone (%s)", _peer(self.client), exc or "EOF")
-        self._notify_disconnect()
-        self.close()
+        self._close(GONE)
 
     def _notify_disconnect(self) -> None:
+        """Tell the cycle its client is gone (the cycle writes the access
+        log's line for a response cut short)."""
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
@@ -773,13 +971,12 @@ class Connection:
 
     def close(self) -> None:
         """Close the socket now; pending output is dropped."""
+        self._close(CLOSE)
+
+    def _close(self, event: Event) -> None:
         if self.state is CLOSED:
             return
-        old, self.state = self.state, CLOSED
-        trace = self.server.trace
-        if trace is not None:
-            trace(self, old, CLOSED)
-        self.deadline = 0.0
+        self._transition(event)
         self.loop.remove_connection(self.sock)
         try:
             self.sock.close()
@@ -801,20 +998,34 @@ class Connection:
             self.close()
 
     def shutdown(self) -> None:
-        """Graceful stop: close if idle; otherwise close after this response.
+        """Stop taking work, losing none already taken (the worker's drain).
 
-        A connection that has not sent its first request is left to send it
-        within its deadline (the answer says ``connection: close``): it was
-        accepted a moment ago, and its client may be writing right now.
+        A request already received, or one whose head arrives within
+        ``DRAIN_GRACE_S`` on this kept-alive connection (or within the head
+        deadline when part of it is here), is served with ``connection:
+        close``; a response in progress ends as it would, then the
+        connection closes.  An idle connection that sends nothing in that
+        window gets a lingering close (FIN first, then what the client still
+        sends is read and dropped, briefly), so no client gets a reset for a
+        request the server has read.  A TLS handshake in progress is closed;
+        an upgraded protocol is asked to end (``Protocol.on_shutdown``).
+        Calling it again changes nothing.  The caller then waits for
+        ``server.connections`` to empty, up to ``--timeout-graceful-shutdown``,
+        and aborts the rest.
         """
-        if self.request is None and (self.state is IDLE or self.state is HANDSHAKE):
+        state = self.state
+        if state is UPGRADED:
+            if self.cycle is not None:
+                self.cycle.on_shutdown()
             return
-        if self.state is IDLE or self.state is HANDSHAKE:
-            self.close()
-        elif self.state is READING_HEAD and not self.parser.buffered_bytes:
-            self.close()
-        elif self.state is UPGRADED and self.cycle is not None:
-            self.cycle.on_shutdown()
+        if STOP not in _NEXT[state]:
+            return   # already stopping, or closing
+        if state is HANDSHAKE:
+            self._close(STOP)
+            return
+        self._transition(STOP)
+        if state is RUNNING and not self.writer.started:
+            self.writer.keep_alive = False   # the answer says connection: close
 
     def __repr__(self) -> str:
         return "<Connection %s %s>" % (_peer(self.client), self.state.value)

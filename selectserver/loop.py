@@ -13,7 +13,7 @@ heart, the run-once step:
        (``conn.on_readable()`` / ``conn.on_writable()``); asyncio's own
        readers and writers are queued as asyncio queues them; then the
        connections that queued answers meanwhile send them
-       (``flush_after_events``: all reads of a batch, then all sends);
+       (``batch``: all reads of a batch, then all sends);
     4. move due timers to the ready queue;
     5. run the callbacks queued by now (those they queue wait for the
        next turn, after another ``select()``).
@@ -81,16 +81,18 @@ class EventLoop(asyncio.SelectorEventLoop):
     """asyncio's selector loop with a hand-written run-once step.
 
     Connections use three methods besides the asyncio API:
-    ``add_connection``, ``set_interest`` and ``remove_connection``.  A
-    connection object must provide ``on_readable()``, ``on_writable()`` and
-    ``abort()``.
+    ``add_connection``, ``set_interest`` and ``remove_connection``, and the
+    ``batch`` list (see ``_process_events``).  A connection object must
+    provide ``on_readable()``, ``on_writable()``, ``flush()`` and ``abort()``.
     """
+
+    # While _process_events runs (a batch of events): the connections that
+    # queued answers, to flush once every ready socket has been served; None
+    # outside a batch.  Connections append themselves.
+    batch: Optional[list] = None
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
-        # While _process_events runs: the connections that asked to send
-        # their queued answers once every ready socket has been served.
-        self._to_flush: Optional[list] = None
 
     # -- the surface connections use -------------------------------------
 
@@ -120,21 +122,6 @@ class EventLoop(asyncio.SelectorEventLoop):
         except (KeyError, ValueError):
             # ValueError: the socket is already closed (fileno() is -1).
             pass
-
-    # region: flush-after-events
-    def flush_after_events(self, conn: Any) -> bool:
-        """Call ``conn.flush()`` once every socket of this select() is served.
-
-        Returns False outside that dispatch (the caller sends now).  The
-        answers of one batch then leave together, after all its requests
-        were read, instead of alternating with the reads.
-        """
-        to_flush = self._to_flush
-        if to_flush is None:
-            return False
-        to_flush.append(conn)
-        return True
-    # endregion: flush-after-events
 
     # -- the heart ------------------------------------------------------------
 
@@ -175,7 +162,7 @@ class EventLoop(asyncio.SelectorEventLoop):
     def _process_events(self, event_list: list) -> None:
         """Dispatch ready sockets: connections directly, asyncio's by queue;
         then send what the connections queued meanwhile."""
-        self._to_flush = to_flush = []
+        self.batch = to_flush = []
         try:
             for key, mask in event_list:
                 owner = key.data
@@ -190,7 +177,7 @@ class EventLoop(asyncio.SelectorEventLoop):
                 except Exception as exc:
                     self._connection_failed(owner, exc)
         finally:
-            self._to_flush = None
+            self.batch = None
         for conn in to_flush:
             try:
                 conn.flush()
@@ -254,6 +241,9 @@ class StockLoop(asyncio.SelectorEventLoop):
     but a second loop to test the connection code on, and a fallback.
     """
 
+    # No batches here: connections send at once.
+    batch: Optional[list] = None
+
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
         self._interest: dict = {}
@@ -289,10 +279,6 @@ class StockLoop(asyncio.SelectorEventLoop):
             self.remove_reader(fd)
         if old & EVENT_WRITE:
             self.remove_writer(fd)
-
-    def flush_after_events(self, conn: Any) -> bool:
-        """Always False: no batches here, connections send at once."""
-        return False
 
     def _guarded(self, conn: Any, callback: Any) -> None:
         try:

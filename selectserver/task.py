@@ -56,12 +56,16 @@ class AppTask:
 
     ``on_done(task)`` is called directly (not through the loop) when the
     coroutine returns or raises; read ``task.exception()`` there.
+    ``after_step()``, when given, is called after each step but the first
+    (which ``start()``'s caller follows itself), outside the step: there,
+    unlike inside it, another task may start.  ``context`` is the one to
+    run in (a copy of the current one by default).
     """
 
     __slots__ = (
         "_loop", "_coro", "_context", "_on_done", "_state", "_result",
         "_exception", "_fut_waiter", "_must_cancel", "_cancel_message",
-        "_cancel_requests", "_callbacks", "_name", "__weakref__",
+        "_cancel_requests", "_callbacks", "_name", "_after_step", "__weakref__",
     )
 
     def __init__(
@@ -70,10 +74,12 @@ class AppTask:
         coro: Any,
         on_done: Optional[Callable[["AppTask"], None]] = None,
         name: Optional[str] = None,
+        after_step: Optional[Callable[[], None]] = None,
+        context: Optional[contextvars.Context] = None,
     ) -> None:
         self._loop = loop
         self._coro = coro
-        self._context = contextvars.copy_context()
+        self._context = contextvars.copy_context() if context is None else context
         self._on_done = on_done
         self._state = _PENDING
         self._result: Any = None
@@ -84,6 +90,7 @@ class AppTask:
         self._cancel_requests = 0
         self._callbacks: Optional[list] = None
         self._name = name
+        self._after_step = after_step
 
     # region: start
     def start(self) -> None:
@@ -94,6 +101,13 @@ class AppTask:
     # endregion: start
 
     # -- stepping ---------------------------------------------------------------
+
+    def _resume(self, exc: Optional[BaseException] = None) -> None:
+        """A later step: the step, then ``after_step`` outside it."""
+        self._step(exc)
+        after_step = self._after_step
+        if after_step is not None:
+            after_step()
 
     # region: step
     def _step(self, exc: Optional[BaseException] = None) -> None:
@@ -139,7 +153,7 @@ class AppTask:
         blocking = getattr(result, "_asyncio_future_blocking", None)
         if blocking:
             if result.get_loop() is not self._loop:
-                self._loop.call_soon(self._step, RuntimeError(
+                self._loop.call_soon(self._resume, RuntimeError(
                     "task %r got future %r attached to a different loop" % (self, result)),
                     context=self._context)
                 return
@@ -149,9 +163,9 @@ class AppTask:
             if self._must_cancel and result.cancel(msg=self._cancel_message):
                 self._must_cancel = False
         elif result is None:
-            self._loop.call_soon(self._step, context=self._context)
+            self._loop.call_soon(self._resume, context=self._context)
         else:
-            self._loop.call_soon(self._step, RuntimeError(
+            self._loop.call_soon(self._resume, RuntimeError(
                 "task got bad yield: %r" % (result,)), context=self._context)
 
     # endregion: wait-for
@@ -163,9 +177,9 @@ class AppTask:
         except BaseException as exc:
             # The awaiting code re-reads the future itself; we only need to
             # resume with the exception (this also carries cancellation).
-            self._step(exc)
+            self._resume(exc)
         else:
-            self._step(None)
+            self._resume(None)
 
     # endregion: wakeup
 
@@ -184,6 +198,19 @@ class AppTask:
     # endregion: finish
 
     # -- the asyncio.Task API that libraries use --------------------------------------
+
+    def take_exception(self) -> Optional[BaseException]:
+        """The exception the coroutine ended with (or None), which the task
+        then no longer holds: ``exception()`` says None from now on.
+
+        For the one who handles it (``on_done``).  Its traceback holds the
+        frames that stepped this task, and with them the task: a cycle of
+        references that only the garbage collector frees, keeping alive
+        whatever the app's frames held -- an async generator whose
+        ``finally`` would wait until then.
+        """
+        error, self._exception = self._exception, None
+        return error
 
     def cancel(self, msg: Optional[str] = None) -> bool:
         """Ask the coroutine to stop: CancelledError at its current await."""

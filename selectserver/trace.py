@@ -65,7 +65,10 @@ log = logging.getLogger("selectserver.trace")
 
 # What the deadline of each state is called (connection.py sets them).
 _TIMEOUTS = {"idle": "keep-alive timeout", "reading head": "request head timeout",
-             "tls handshake": "TLS handshake timeout", "closing": "graceful close timeout"}
+             "tls handshake": "TLS handshake timeout", "closing": "graceful close timeout",
+             "running": "request body timeout", "running last": "request body timeout",
+             "grace": "no last request in the grace window",
+             "reading last head": "request head timeout", "lingering": "lingering close over"}
 
 # The tracer of each traced loop, for the stand-ins that only know their loop.
 _tracers: "weakref.WeakKeyDictionary[Any, Tracer]" = weakref.WeakKeyDictionary()

@@ -181,7 +181,9 @@ class ResponseWriter:
             framing = _UNTIL_CLOSE
         self._framing = framing
 
-        keep_alive = (request.keep_alive and not app_close
+        # self.keep_alive: the request's wish, unless the connection said
+        # before the head that this is its last response.
+        keep_alive = (self.keep_alive and not app_close
                       and framing != _UNTIL_CLOSE and status != 101)
         if status != 101:
             # A 101 hands the connection to another protocol; its Connection

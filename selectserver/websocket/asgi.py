@@ -98,7 +98,7 @@ def serve(app: Any, conn: Connection, request: Request, scope: Dict[str, Any]) -
         cycle.phase = _CLOSED
         conn.respond_error(500)
         return True
-    task = AppTask(conn.loop, coro, cycle.on_app_done)
+    task = AppTask(conn.loop, coro, cycle.on_app_done, None, conn.continue_serving)
     cycle.task = task
     task.start()
     return True
@@ -113,6 +113,9 @@ def _refuse(conn: Connection, exc: HandshakeError) -> None:
 
 class WebSocketCycle(Protocol):
     """One websocket between an ASGI app and a connection."""
+
+    # A denial response is sent from the app's task step (see Cycle).
+    in_app_step = True
 
     __slots__ = (
         "conn", "scope", "task", "phase", "parser", "writer", "reading",

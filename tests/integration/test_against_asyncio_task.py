@@ -22,8 +22,11 @@ from tests.integration.test_frameworks_asgi import make_fastapi, make_starlette 
 class AsyncioTask:
     """AppTask's interface on top of asyncio.Task."""
 
-    def __init__(self, loop, coro, on_done=None, name=None):
+    def __init__(self, loop, coro, on_done=None, name=None, after_step=None, context=None):
         self._loop, self._coro, self._on_done = loop, coro, on_done
+        # asyncio.Task has no after-step hook: the end of the task stands in
+        # for it (a pipelined request waits for the previous app to return).
+        self._after_step = after_step
         self._exception = None
 
     def start(self):
@@ -33,11 +36,17 @@ class AsyncioTask:
             task = self._loop.create_task(self._coro)
         task.add_done_callback(self._done)
 
+    def take_exception(self):
+        error, self._exception = self._exception, None
+        return error
+
     def _done(self, task):
         if not task.cancelled():
             self._exception = task.exception()
         if self._on_done is not None:
             self._on_done(self)
+        if self._after_step is not None:
+            self._after_step()
 
 
 DATE = re.compile(rb"date: [^\r]*\r\n")

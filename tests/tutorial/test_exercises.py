@@ -49,7 +49,7 @@ def client(address, *args):
 def run_slowloris():
     with server("selectserver.demo:app", "--timeout-request-head", "1", "--trace") as running:
         said = client(running.address, "slowloris")
-        running.wait_for_line("reading head -> closed")
+        running.wait_for_line("lingering -> closed")
         return running.lines[:-1] if running.lines[-1] is None else list(running.lines), said
 
 

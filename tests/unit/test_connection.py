@@ -7,8 +7,9 @@ import pytest
 
 from selectserver.asgi import make_handler
 from selectserver.config import Config
-from selectserver.connection import (CLOSED, LARGE_WRITE_BYTES, WriteQueue, IDLE, READING_HEAD, RUNNING, TRANSITIONS,
-                                     Connection, ServerState, State)
+from selectserver.connection import (CLOSED, CLOSING, GRACE, IDLE, LARGE_WRITE_BYTES, LINGERING, READING_HEAD,
+                                     READING_LAST_HEAD, RUNNING, RUNNING_LAST, TRANSITIONS, Connection, Event,
+                                     ServerState, State, WriteQueue)
 from selectserver.loop import EVENT_READ, EVENT_WRITE, EventLoop
 
 DATE_SERVER = b"date: Sun, 22 Nov 2026 05:00:00 GMT\r\nserver: selectserver\r\n"
@@ -24,6 +25,7 @@ class FakeSocket:
         self.gathers = []
         self.room = None
         self.closed = False
+        self.shut_down = None
 
     def recv(self, size):
         if not self.reads:
@@ -54,6 +56,9 @@ class FakeSocket:
 
     def setsockopt(self, *args):
         pass
+
+    def shutdown(self, how):
+        self.shut_down = how
 
     def close(self):
         self.closed = True
@@ -88,7 +93,13 @@ def make_conn():
         loop.call_soon(loop.stop)
         loop.run_forever()
 
+    def read(conn):
+        # As the loop does it: one batch of events, then the batch's flush.
+        key = loop._selector.get_key(conn.sock)
+        in_loop(lambda: loop._process_events([(key, EVENT_READ)]))
+
     make.in_loop = in_loop
+    make.read = read
     yield make
     for sock in made:
         if not sock.closed:
@@ -100,7 +111,7 @@ def make_conn():
 def test_one_request_is_one_send_with_head_and_body(make_conn):
     conn, sock = make_conn()
     sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert len(sock.sends) == 1
     assert sock.sent.startswith(b"HTTP/1.1 200 OK\r\n")
     assert sock.sent.endswith(b"\r\n\r\nab")
@@ -110,7 +121,7 @@ def test_one_request_is_one_send_with_head_and_body(make_conn):
 def test_pipelined_requests_are_answered_in_order_in_one_send(make_conn):
     conn, sock = make_conn()
     sock.reads.append(b"".join(b"GET /%02d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16)))
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert len(sock.sends) == 1
     bodies = [part[-2:] for part in sock.sent.split(b"HTTP/1.1 200 OK")[1:]]
     assert bodies == [b"%02d" % i for i in range(16)]
@@ -153,7 +164,7 @@ def test_a_large_body_leaves_with_its_head_in_one_gather_write_uncopied(make_con
     body = b"x" * LARGE_WRITE_BYTES
     conn, sock = make_conn(one_body_app(body))
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert len(sock.sends) == 1 and len(sock.gathers) == 1
     head, sent_body = sock.gathers[0]
     assert bytes(head).startswith(b"HTTP/1.1 200 OK\r\n") and bytes(head).endswith(b"\r\n\r\n")
@@ -166,7 +177,7 @@ def test_a_large_body_behind_a_full_socket_waits_in_the_buffer(make_conn):
     conn, sock = make_conn(one_body_app(body))
     sock.room = 10
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     # The kernel took a few bytes of the head; the body waits behind the rest.
     assert len(sock.sent) < 100 and conn.write_buffer_bytes > len(body)
     assert conn.loop._selector.get_key(sock).events & EVENT_WRITE
@@ -181,7 +192,7 @@ def test_a_partial_send_keeps_the_rest_and_waits_for_writable(make_conn):
     conn, sock = make_conn()
     sock.room = 10
     sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert sock.sent == sock.sends[0] and len(sock.sent) == 10
     assert conn.write_buffer_bytes > 0
     assert conn._interest & EVENT_WRITE
@@ -195,20 +206,21 @@ def test_a_partial_send_keeps_the_rest_and_waits_for_writable(make_conn):
 def test_half_a_head_is_reading_head_and_connection_close_ends_closed(make_conn):
     conn, sock = make_conn()
     sock.reads.append(b"GET /ab HTTP/1.1\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert conn.state is READING_HEAD
     sock.reads.append(b"Host: x\r\nConnection: close\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert b"connection: close" in sock.sent
     assert conn.state is CLOSED and sock.closed
 
 
-def test_a_bad_request_is_answered_then_closed(make_conn):
+def test_a_bad_request_is_answered_then_closed_lingering(make_conn):
     conn, sock = make_conn()
     sock.reads.append(b"GET / HTTP/1.1\r\n\r\n")   # no Host
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert sock.sent.startswith(b"HTTP/1.1 400 ")
-    assert conn.state is CLOSED
+    # The client may still be sending: FIN, not a reset that could destroy the 400.
+    assert conn.state is LINGERING and sock.shut_down == socket.SHUT_WR
 
 
 def test_eof_closes_and_tells_the_app(make_conn):
@@ -220,32 +232,199 @@ def test_eof_closes_and_tells_the_app(make_conn):
 
     conn, sock = make_conn(waits)
     sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     assert conn.state is RUNNING
     sock.reads.append(b"")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     make_conn.in_loop(lambda: None)
     assert seen == ["http.request", "http.disconnect"]
     assert conn.state is CLOSED
 
 
-def test_every_state_has_a_row_and_illegal_moves_raise(make_conn):
-    assert set(TRANSITIONS) == set(State)
+def test_every_transition_of_the_table_is_allowed_and_traced(make_conn):
     conn, sock = make_conn()
-    with pytest.raises(RuntimeError, match="illegal transition"):
-        conn._set_state(State.UPGRADED)   # IDLE -> UPGRADED is not in the table
+    seen = []
+    conn.server.trace = lambda *args: seen.append(args)
+    for (state, event), new in TRANSITIONS.items():
+        conn.state = state            # put there by hand: each row on its own
+        assert conn._transition(event) is new
+        assert seen[-1] == (conn, state, event, new)
+    conn.state = IDLE
 
 
-def test_timeouts_close_idle_and_answer_408_to_a_slow_head(make_conn):
+def test_a_move_not_in_the_table_raises(make_conn):
+    conn, sock = make_conn()
+    # Every state but CLOSED can close; nothing leaves CLOSED.
+    assert {state for state, event in TRANSITIONS if event is Event.CLOSE} == set(State) - {CLOSED}
+    for state, event in ((IDLE, Event.UPGRADE), (CLOSED, Event.CLOSE), (RUNNING_LAST, Event.STOP),
+                         (LINGERING, Event.HEAD)):
+        conn.state = state
+        with pytest.raises(RuntimeError, match="illegal transition"):
+            conn._transition(event)
+        assert conn.state is state
+    conn.state = IDLE
+
+
+def test_timeouts_linger_after_idle_and_answer_408_to_a_slow_head(make_conn):
     conn, sock = make_conn()
     conn.on_timeout()
-    assert conn.state is CLOSED and sock.sent == b""
+    # Keep-alive over: FIN first, then what the client still sends is dropped.
+    assert conn.state is LINGERING and sock.shut_down == socket.SHUT_WR and sock.sent == b""
+    sock.reads.append(b"GET / HTTP/1.1\r\n")
+    make_conn.read(conn)
+    assert conn.state is LINGERING and sock.sent == b""
+    sock.reads.append(b"")
+    make_conn.read(conn)
+    assert conn.state is CLOSED
     conn, sock = make_conn()
     sock.reads.append(b"GET / HT")
-    make_conn.in_loop(conn.on_readable)
+    make_conn.read(conn)
     conn.on_timeout()
     assert sock.sent.startswith(b"HTTP/1.1 408 ")
-    assert conn.state is CLOSED
+    assert conn.state is LINGERING
+    conn.on_timeout()
+    assert conn.state is CLOSED and sock.closed
+
+
+def test_a_client_asking_to_close_is_closed_without_lingering(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.state is CLOSED and sock.shut_down is None
+
+
+def body_app(seen):
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        if message["type"] == "http.request":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+    return app
+
+
+def test_a_request_body_has_a_deadline_moved_by_what_arrives(make_conn):
+    seen = []
+    conn, sock = make_conn(body_app(seen), timeout_request_body_s=20, request_body_min_rate_bytes=500)
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.state is RUNNING
+    first = conn.deadline
+    sock.reads.append(b"x" * 1000)
+    make_conn.read(conn)
+    # 1000 bytes at a minimum rate of 500 bytes/s earn two more seconds.
+    assert conn.deadline == pytest.approx(first + 2.0)
+    conn.on_timeout()
+    make_conn.in_loop(lambda: None)
+    assert sock.sent.startswith(b"HTTP/1.1 408 ") and b"connection: close" in sock.sent
+    assert seen[-1] == {"type": "http.disconnect"}
+    assert conn.state is LINGERING
+
+
+def test_a_body_that_is_all_here_or_waits_for_the_app_does_not_time_out(make_conn):
+    async def never_reads(scope, receive, send):
+        await asyncio.sleep(3600)
+
+    conn, sock = make_conn(never_reads)
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    make_conn.read(conn)
+    assert conn.state is RUNNING and conn.deadline == 0.0
+    conn, sock = make_conn(never_reads, read_buffer_high_bytes=4)
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.deadline
+    sock.reads.append(b"x" * 8)     # above the high-water mark: we stopped reading
+    make_conn.read(conn)
+    conn.on_timeout()
+    assert conn.state is RUNNING and sock.sent == b"" and conn.deadline
+
+
+def test_shutdown_serves_a_request_already_here_with_connection_close(make_conn):
+    started = []
+
+    async def waits(scope, receive, send):
+        started.append(asyncio.get_running_loop().create_future())
+        await started[0]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    conn, sock = make_conn(waits)
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    conn.shutdown()
+    assert conn.state is RUNNING_LAST
+    conn.shutdown()                  # again: nothing changes
+    make_conn.in_loop(lambda: started[0].set_result(None))
+    make_conn.in_loop(lambda: None)
+    assert sock.sent.count(b"HTTP/1.1 200") == 1 and b"connection: close\r\n" in sock.sent
+    # The pipelined request behind it is not read: FIN, then drop what comes.
+    assert conn.state is LINGERING and sock.shut_down == socket.SHUT_WR
+
+
+def test_shutdown_gives_an_idle_connection_a_grace_window_for_one_last_request(make_conn):
+    conn, sock = make_conn()
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    conn.shutdown()
+    assert conn.state is GRACE and conn.deadline
+    sock.reads.append(b"GET /cd HTTP/1.1\r\n")
+    make_conn.read(conn)
+    assert conn.state is READING_LAST_HEAD
+    sock.reads.append(b"Host: x\r\n\r\n")
+    make_conn.read(conn)
+    last = sock.sent.split(b"HTTP/1.1 200 OK")[-1]
+    assert last.endswith(b"cd") and b"connection: close" in last
+    assert conn.state is LINGERING
+    # Nothing in the window: a lingering close.
+    conn, sock = make_conn()
+    conn.shutdown()
+    conn.on_timeout()
+    assert conn.state is LINGERING and sock.shut_down == socket.SHUT_WR
+
+
+def test_a_response_ended_in_a_later_step_serves_the_next_request_without_a_loop_turn(make_conn):
+    gate = []
+
+    async def later(scope, receive, send):
+        if scope["path"] == "/a":
+            gate.append(asyncio.get_running_loop().create_future())
+            await gate[0]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1")]})
+        await send({"type": "http.response.body", "body": scope["path"][1:].encode()})
+
+    conn, sock = make_conn(later)
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.state is RUNNING and sock.sent == b""
+    loop = conn.loop
+    # The future's callback resumes /a; its after-step starts /b at once.
+    make_conn.in_loop(lambda: gate[0].set_result(None))
+    assert len(loop._ready) == 1      # the resumption of /a, and nothing else
+    make_conn.in_loop(loop._ready.popleft()._run)
+    assert not loop._ready
+    assert sock.sent.endswith(b"\r\n\r\nb") and sock.sent.count(b"200 OK") == 2
+    assert conn.state is IDLE
+
+
+def test_a_client_leaving_mid_response_is_logged_with_what_was_sent(make_conn):
+    logged = []
+
+    async def streams(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await asyncio.get_running_loop().create_future()
+
+    conn, sock = make_conn(streams)
+    conn.server.on_response = lambda conn, request, writer, duration: logged.append(
+        (writer.status, writer.bytes_sent))
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    sock.reads.append(b"")
+    make_conn.read(conn)
+    assert logged == [(200, 4)] and conn.state is CLOSED
 
 
 class GatherSocket:
@@ -297,3 +476,59 @@ def test_write_queue_copies_what_could_change_and_keeps_bytes_by_reference():
     assert queue._pieces[0].obj is big
     queue.send(sock)
     assert queue.size == 0 and sock.calls == [("send", 1), ("send", 1)]
+
+
+def test_lingering_drops_at_most_linger_bytes_then_closes(make_conn):
+    from selectserver.connection import LINGER_BYTES, RECV_BYTES
+    conn, sock = make_conn()
+    conn.on_timeout()
+    assert conn.state is LINGERING
+    for _ in range(LINGER_BYTES // RECV_BYTES + 1):
+        sock.reads.append(b"x" * RECV_BYTES)
+    while conn.state is LINGERING and sock.reads:
+        make_conn.read(conn)
+    assert conn.state is CLOSED
+
+
+def test_a_cycle_answering_from_a_loop_callback_goes_on_to_the_next_request_at_once(make_conn):
+    from selectserver.connection import Cycle
+
+    class LoopCycle(Cycle):
+        """Answers later, from a loop callback (as the WSGI bridge does)."""
+
+    served = []
+
+    def handler(conn, request):
+        conn.cycle = LoopCycle()
+        served.append(request.target)
+        conn.loop.call_soon(conn.respond, 200, [(b"content-length", b"2")], b"ok", True)
+
+    conn, sock = make_conn()
+    conn.server.handler = handler
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert served == [b"/a"]
+    make_conn.in_loop(lambda: None)   # /a answered; /b starts in the same callback
+    assert served == [b"/a", b"/b"]
+    make_conn.in_loop(lambda: None)
+    assert sock.sent.count(b"200 OK") == 2 and conn.state is IDLE
+
+
+def test_shutdown_closes_a_handshake_and_asks_an_upgraded_protocol_to_end(make_conn):
+    from selectserver.connection import HANDSHAKE, UPGRADED, Protocol
+
+    conn, sock = make_conn()
+    conn.state = HANDSHAKE
+    conn.shutdown()
+    assert conn.state is CLOSED
+
+    class Ending(Protocol):
+        asked = False
+
+        def on_shutdown(self):
+            self.asked = True
+
+    conn, sock = make_conn()
+    conn.state, conn.cycle = UPGRADED, Ending()
+    conn.shutdown()
+    assert conn.cycle.asked and conn.state is UPGRADED

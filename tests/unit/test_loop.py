@@ -215,7 +215,7 @@ class FlushingConnection(FakeConnection):
 
     def on_readable(self):
         self.log.append(self.name + " read")
-        assert self.loop.flush_after_events(self) is True
+        self.loop.batch.append(self)
 
     def flush(self):
         self.log.append(self.name + " flush")
@@ -235,7 +235,7 @@ def test_connections_are_flushed_after_every_ready_socket_was_served(loop):
     loop._run_once()
     assert log == ["a read", "b read", "a flush", "b flush"]
     # Outside the dispatch there is no batch: the caller sends at once.
-    assert loop.flush_after_events(a) is False
+    assert loop.batch is None
 
 
 def test_a_failing_flush_is_reported_and_the_connection_aborted(loop):
@@ -255,6 +255,6 @@ def test_a_failing_flush_is_reported_and_the_connection_aborted(loop):
 def test_the_stock_loop_has_no_batches():
     loop = StockLoop()
     try:
-        assert loop.flush_after_events(FakeConnection()) is False
+        assert loop.batch is None
     finally:
         loop.close()

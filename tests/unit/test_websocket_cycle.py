@@ -85,6 +85,9 @@ class FakeConnection:
         self.responses = []
         self._leftover = leftover
 
+    def continue_serving(self):
+        pass
+
     def upgrade(self, protocol):
         self.state = "upgraded"
         self.cycle = protocol

@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from tests.conftest import requires
 
 starlette = requires("starlette")
@@ -98,6 +100,7 @@ def test_our_own_disconnect_error_is_not_an_error_either(serve, caplog):
     assert any("ClientDisconnected" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.expect_errors("Exception in ASGI application")
 def test_an_app_bug_after_the_client_left_is_still_an_error(serve, caplog):
     async def app(scope, receive, send):
         if scope["type"] != "http":

@@ -112,14 +112,6 @@ def file_wrapper(environ, start_response):
     return environ["wsgi.file_wrapper"](open(path, "rb"), 32768)
 
 
-def sleeps(environ, start_response):
-    """/sleep sleeps one second; anything else answers at once."""
-    if environ["PATH_INFO"] == "/sleep":
-        time.sleep(1.0)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [environ["PATH_INFO"].encode("latin-1")]
-
-
 class Probe:
     """Events and gates shared between a test and the app it serves."""
 
@@ -131,6 +123,8 @@ class Probe:
         self.produced = []
         self.errors = []
         self.peaks = {}
+        self.running = 0     # requests inside the app now
+        self.lock = threading.Lock()
         self.server = None   # set by the test when it needs the server's connections
 
     def note_peak(self, name, value):
@@ -162,8 +156,13 @@ def blocking(probe):
 
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/block":
+            with probe.lock:
+                probe.running += 1
+                probe.note_peak("block", probe.running)
             probe.started.set()
             probe.release.wait(30)
+            with probe.lock:
+                probe.running -= 1
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [environ["PATH_INFO"].encode("latin-1")]
 

@@ -59,15 +59,17 @@ def test_trusted_peer_forwarded(start):
 def test_untrusted_peer_is_ignored(start):
     server = start(forwarded_allow_ips="10.0.0.1")
     seen = ask(server, b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Proto: https",
-               b"Forwarded: for=198.51.100.1")
+               b"X-Forwarded-Host: shop.example", b"Forwarded: for=198.51.100.1;host=other.example")
     assert seen["client"][0] == "127.0.0.1" and seen["client"][1] > 0
     assert seen["scheme"] == "http" and seen["host"] == "internal:8000"
 
 
 def test_proxy_headers_off(start):
     server = start(proxy_headers=False)
-    seen = ask(server, b"X-Forwarded-For: 203.0.113.7")
+    seen = ask(server, b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Proto: https",
+               b"X-Forwarded-Host: shop.example")
     assert seen["client"][0] == "127.0.0.1"
+    assert seen["scheme"] == "http" and seen["host"] == "internal:8000"
 
 
 def test_trust_all(start):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -112,9 +113,23 @@ def test_ttin_and_ttou_change_the_worker_count(start):
     wait_until(lambda: len(server.worker_pids()) == 2, message="a second worker")
     server.send_signal(signal.SIGTTOU)
     wait_until(lambda: len(server.worker_pids()) == 1, message="back to one worker")
-    server.send_signal(signal.SIGTTOU)   # never below one
+    # Never below one.  That SIGTTOU changes nothing, so nothing shows it was
+    # handled; a SIGTTIN sent once it was delivered is handled after it and
+    # says how many workers there are.
+    server.send_signal(signal.SIGTTOU)
+    wait_until(lambda: not signal_pending(server.pid, signal.SIGTTOU), message="SIGTTOU delivered")
+    server.send_signal(signal.SIGTTIN)
+    server.wait_for_log("SIGTTIN: ", count=2)
+    assert re.findall(r"SIGTTIN: (\d+) worker", server.log()) == ["2", "2"]
+    wait_until(lambda: len(server.worker_pids()) == 2, message="two workers")
     assert get(server.address)[0] == 200
-    assert len(server.worker_pids()) == 1
+
+
+def signal_pending(pid, signum):
+    """Whether ``signum`` waits to be delivered to ``pid`` (Linux /proc)."""
+    with open("/proc/%d/status" % pid) as status:
+        masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
 
 
 def test_sigterm_refuses_new_connections_while_requests_finish(start):

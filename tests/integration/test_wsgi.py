@@ -17,6 +17,7 @@ import pytest
 from selectserver import connection as connection_module
 from tests.apps import wsgi_apps
 from tests.integration.conftest import raw_exchange, read_response
+from tests.integration.processes import wait_until
 from tests.integration.test_tls import certificate  # noqa: F401  (a fixture)
 
 MIB = 1024 * 1024
@@ -273,9 +274,7 @@ def test_a_full_queue_answers_503_without_calling_the_app(serve):
         assert probe.started.wait(10)          # the one thread is busy
         second = threading.Thread(target=request, args=("/queued",))
         second.start()
-        deadline = time.monotonic() + 10
-        while not _started(server, b"/queued") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: _started(server, b"/queued"), message="/queued taken into the queue")
         status, headers, body = get(server, "/refused")   # the queue is full
         assert status == 503
         assert headers["retry-after"] == "1" and headers["connection"] == "close"
@@ -316,24 +315,19 @@ def test_a_blocked_app_does_not_stall_other_connections(serve):
     assert results["block"][2] == b"/block"
 
 
-def test_a_sleeping_app_answers_after_the_quick_ones(serve):
-    server = serve(wsgi_apps.sleeps)
-    finished = []
-    lock = threading.Lock()
-
-    def request(path):
-        body = get(server, path)[2]
-        with lock:
-            finished.append(body.decode())
-
-    sleeper = threading.Thread(target=request, args=("/sleep",))
-    sleeper.start()
-    quick = [threading.Thread(target=request, args=("/q%d" % n,)) for n in range(5)]
-    for thread in quick:
-        thread.start()
-    for thread in quick + [sleeper]:
-        thread.join(20)
-    assert finished[-1] == "/sleep" and sorted(finished[:-1]) == ["/q%d" % n for n in range(5)]
+def test_a_blocked_app_does_not_hold_up_the_quick_ones(serve):
+    probe = wsgi_apps.Probe()
+    server = serve(wsgi_apps.blocking(probe))
+    blocked = {}
+    holder = threading.Thread(target=lambda: blocked.update(answer=get(server, "/block")))
+    holder.start()
+    assert probe.started.wait(10)
+    # Answered while /block is still held in the app.
+    assert [get(server, "/q%d" % n)[2] for n in range(5)] == [b"/q%d" % n for n in range(5)]
+    assert "answer" not in blocked
+    probe.release.set()
+    holder.join(20)
+    assert blocked["answer"][2] == b"/block"
 
 
 def test_more_blocked_requests_than_threads_queue_up(serve):
@@ -344,11 +338,12 @@ def test_more_blocked_requests_than_threads_queue_up(serve):
                for _ in range(4)]
     for thread in threads:
         thread.start()
-    assert probe.started.wait(10)
+    wait_until(lambda: probe.running == 2, message="two requests in the app")
     probe.release.set()
     for thread in threads:
         thread.join(20)
     assert [body for _, _, body in results] == [b"/block"] * 4
+    assert probe.peaks["block"] == 2   # never more at once than there are threads
 
 
 # -- the response --------------------------------------------------------------------------

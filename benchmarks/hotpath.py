@@ -13,6 +13,16 @@ quote for a before/after of an optimisation.
     python3 benchmarks/hotpath.py --stub-http11    # our parts without the parser/writer
     python3 benchmarks/hotpath.py --pipeline 16    # scenario D: 16 requests per recv()
     python3 benchmarks/hotpath.py --echo 4096      # scenario E: POST 4 KiB, echoed
+    python3 benchmarks/hotpath.py --wsgi           # WSGI A (F): the app on a pool thread
+    python3 benchmarks/hotpath.py --wsgi --echo 4096 --instructions   # WSGI E
+    python3 benchmarks/hotpath.py --wsgi --breakdown [--instructions]  # where it goes
+
+WSGI: the request goes round the real way, loop -> pool thread -> loop, one
+request in flight (the next recv() is made once the answer is sent), so the
+figure is CPU per request, not a rate under load.  ``--breakdown`` measures
+the same request with the app run on the loop's thread (the difference is
+the hand-off to a thread and back), and the environ, the cycle and
+``start_response`` alone.
 """
 
 from __future__ import annotations
@@ -53,12 +63,15 @@ class FakeSocket:
         self._real, self._peer = socket.socketpair()   # a real fd for the selector
         self._data = request * pipeline
         self.sends = 0
+        self.on_send = None     # WSGI: what to do once an answer is out
 
     def recv(self, size: int) -> bytes:
         return self._data
 
     def send(self, data: bytes) -> int:
         self.sends += 1
+        if self.on_send is not None:
+            self.on_send()
         return len(data)
 
     def fileno(self) -> int:
@@ -170,8 +183,150 @@ def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     sock.close()
     return elapsed[0] / (reads * pipeline) * 1e6
 
+# ---------------------------------------------------------------- WSGI
 
-def count_instructions(stub: bool, pipeline: int = 1, echo_bytes: int = 0) -> int:
+WSGI_CONNECTIONS = 64
+WSGI_PARTS = ("request", "inline", "environ", "cycle", "start_response")
+
+
+def run_inline() -> None:
+    """The app on the loop's thread: the pool runs a cycle as it is queued,
+    and what the app hands to the loop runs there and then."""
+    from selectserver.wsgi import pool
+
+    class InlinePool:
+        def __init__(self, size: int, name: str = "") -> None:
+            self.waiting = lambda: 0
+
+        def submit(self, cycle) -> None:
+            cycle.run()
+
+        def shutdown(self, timeout_s: float = 0.0) -> None:
+            pass
+
+    class InlineQueue:
+        def __init__(self, loop) -> None:
+            pass
+
+        def call(self, callback, *args) -> None:
+            callback(*args)
+
+    pool.ThreadPool = InlinePool
+    pool.LoopQueue = InlineQueue
+
+
+def measure_wsgi(requests: int, echo_bytes: int = 0, part: str = "request") -> float:
+    """CPU microseconds per request (or per call of one ``part``), all threads."""
+    from selectserver import wsgi
+    from selectserver.config import Config
+    from selectserver.connection import Connection, ServerState
+    from selectserver.loop import EventLoop
+    from benchmarks.apps import wsgi_echo, wsgi_hello
+
+    if part == "inline":
+        run_inline()
+    loop = EventLoop()
+    asyncio.set_event_loop(loop)
+    # The pool as the bench runs it (--threads 4), one request in flight.
+    config = Config(access_log=False, interface="wsgi", threads=4,
+                    proxy_headers=os.environ.get("HOTPATH_PROXY", "1") == "1")
+    app = wsgi_echo if echo_bytes else wsgi_hello
+    handle, shutdown = wsgi.make_handler(app, config, loop)
+    state = ServerState(config, handle)
+    state.date_server = DATE_SERVER
+    request_bytes = echo_request(echo_bytes) if echo_bytes else REQUEST
+    elapsed = []
+
+    if part in ("request", "inline"):
+        # WSGI_CONNECTIONS clients (wrk -c64), each sending its next request
+        # as soon as its answer is out; one turn reads every client that is
+        # ready, as one epoll_wait() would report them under load.
+        socks = [FakeSocket(request_bytes) for _ in range(WSGI_CONNECTIONS)]
+        conns = [Connection(loop, sock, state, ("127.0.0.1", 50000 + i))
+                 for i, sock in enumerate(socks)]
+        ready = list(conns)
+        counts = {"read": 0, "sent": 0}
+
+        def turn() -> None:
+            reading = ready[:]
+            ready.clear()
+            for conn in reading:
+                if counts["read"] < requests:
+                    counts["read"] += 1
+                    conn.on_readable()
+
+        def answered(conn) -> None:
+            counts["sent"] += 1
+            if counts["sent"] == requests:
+                elapsed.append(time.process_time() - started)
+                loop.stop()
+                return
+            if not ready:
+                loop.call_soon(turn)
+            ready.append(conn)
+
+        for sock, conn in zip(socks, conns):
+            sock.on_send = (lambda conn=conn: answered(conn))
+        started = time.process_time()
+        loop.call_soon(turn)
+        loop.run_forever()
+        assert sum(sock.sends for sock in socks) == requests
+        sock = socks[0]
+        for other in socks[1:]:
+            other.close()
+    else:
+        # One piece alone, on the request the parser makes of REQUEST.
+        sock = FakeSocket(request_bytes)
+        conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
+        from selectserver.http11.parser import RequestParser
+        parser = RequestParser(state.limits)
+        parser.feed(sock.recv(0))
+        request = parser.next_event()
+        to_loop = wsgi.LoopQueue(loop)
+        base = {"wsgi.url_scheme": "http"}
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "13")]
+        started = time.process_time()
+        if part == "environ":
+            for _ in range(requests):
+                wsgi.build_environ(conn, request, base, "")
+        elif part == "cycle":
+            for _ in range(requests):
+                wsgi.WSGICycle(conn, app, request, to_loop, True)
+        elif part == "start_response":
+            cycle = wsgi.WSGICycle(conn, app, request, to_loop, True)
+            for _ in range(requests):
+                cycle.status = 0
+                cycle.start_response("200 OK", headers)
+        elapsed.append(time.process_time() - started)
+    shutdown()
+    loop.close()
+    asyncio.set_event_loop(None)
+    sock.close()
+    return elapsed[0] / requests * 1e6
+
+
+def breakdown(instructions: bool, echo_bytes: int) -> None:
+    """Where a WSGI request's cost goes, part by part."""
+    unit = "instructions" if instructions else "us CPU"
+    figures = {}
+    for part in WSGI_PARTS:
+        if instructions:
+            figures[part] = count_instructions(False, 1, echo_bytes, ["--wsgi", "--part", part])
+        else:
+            figures[part] = min(measure_wsgi(20_000, echo_bytes, part) for _ in range(3))
+    fmt = "%-44s %10d" if instructions else "%-44s %10.2f"
+    print("WSGI %s, %s per request" % ("E (echo %d B)" % echo_bytes if echo_bytes else "A (hello)",
+                                       unit))
+    print(fmt % ("whole request, app on a pool thread", figures["request"]))
+    print(fmt % ("  hand-off to a thread and back", figures["request"] - figures["inline"]))
+    print(fmt % ("  the rest (app on the loop's thread)", figures["inline"]))
+    print(fmt % ("    environ (build_environ)", figures["environ"]))
+    print(fmt % ("    the cycle object (WSGICycle())", figures["cycle"]))
+    print(fmt % ("    start_response (2 headers)", figures["start_response"]))
+
+
+def count_instructions(stub: bool, pipeline: int = 1, echo_bytes: int = 0,
+                       extra: tuple = ()) -> int:
     """Instructions per request: the difference of two callgrind runs."""
     python = os.path.realpath(sys.executable)
     counts = []
@@ -182,6 +337,7 @@ def count_instructions(stub: bool, pipeline: int = 1, echo_bytes: int = 0) -> in
                    "--pipeline", str(pipeline), "--echo", str(echo_bytes)]
         if stub:
             command.append("--stub-http11")
+        command.extend(extra)
         # The environment (HOTPATH_PROXY, HOTPATH_WS) passes through.
         output = subprocess.run(command, capture_output=True, text=True, check=True).stderr
         counts.append(int(re.search(r"Collected : (\d+)", output).group(1)))
@@ -198,7 +354,31 @@ def main() -> None:
                         help="N requests in each recv() (scenario D: 16)")
     parser.add_argument("--echo", type=int, default=0, metavar="BYTES",
                         help="POST a body of BYTES to an echo app (scenario E: 4096)")
+    parser.add_argument("--wsgi", action="store_true",
+                        help="the WSGI hello (or, with --echo, echo) app on the thread pool")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="WSGI: the cost of the hand-off, environ, cycle, start_response")
+    parser.add_argument("--part", choices=WSGI_PARTS, default="request", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.wsgi or args.breakdown:
+        if args.breakdown:
+            breakdown(args.instructions, args.echo)
+        elif args.instructions:
+            print("%s: %d instructions/request (WSGI%s)" % (
+                sys.implementation.name + ".".join(map(str, sys.version_info[:2])),
+                count_instructions(False, 1, args.echo, ["--wsgi"]),
+                ", echo %d B" % args.echo if args.echo else ""))
+        elif args.profile:
+            import cProfile
+            import pstats
+
+            # The app on the loop's thread: cProfile sees one thread only.
+            profile = cProfile.Profile()
+            profile.runcall(measure_wsgi, args.requests, args.echo, "inline")
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+        else:
+            print("%.2f us CPU/request" % measure_wsgi(args.requests, args.echo, args.part))
+        return
     if args.instructions:
         print("%s: %d instructions/request%s" % (
             sys.implementation.name + ".".join(map(str, sys.version_info[:2])),

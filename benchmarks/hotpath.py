@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -189,10 +190,13 @@ WSGI_CONNECTIONS = 64
 WSGI_PARTS = ("request", "inline", "environ", "cycle", "start_response")
 
 
-def run_inline() -> None:
+def run_inline() -> Callable[[], None]:
     """The app on the loop's thread: the pool runs a cycle as it is queued,
-    and what the app hands to the loop runs there and then."""
+    and what the app hands to the loop runs there and then.  Returns the
+    function that puts the real pool back."""
     from selectserver.wsgi import pool
+
+    real = pool.ThreadPool, pool.LoopQueue
 
     class InlinePool:
         def __init__(self, size: int, name: str = "") -> None:
@@ -214,6 +218,10 @@ def run_inline() -> None:
     pool.ThreadPool = InlinePool
     pool.LoopQueue = InlineQueue
 
+    def restore() -> None:
+        pool.ThreadPool, pool.LoopQueue = real
+    return restore
+
 
 def measure_wsgi(requests: int, echo_bytes: int = 0, part: str = "request") -> float:
     """CPU microseconds per request (or per call of one ``part``), all threads."""
@@ -223,8 +231,21 @@ def measure_wsgi(requests: int, echo_bytes: int = 0, part: str = "request") -> f
     from selectserver.loop import EventLoop
     from benchmarks.apps import wsgi_echo, wsgi_hello
 
-    if part == "inline":
-        run_inline()
+    restore = run_inline() if part == "inline" else None
+    try:
+        return _measure_wsgi(requests, echo_bytes, part)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _measure_wsgi(requests: int, echo_bytes: int, part: str) -> float:
+    from selectserver import wsgi
+    from selectserver.config import Config
+    from selectserver.connection import Connection, ServerState
+    from selectserver.loop import EventLoop
+    from benchmarks.apps import wsgi_echo, wsgi_hello
+
     loop = EventLoop()
     asyncio.set_event_loop(loop)
     # The pool as the bench runs it (--threads 4), one request in flight.

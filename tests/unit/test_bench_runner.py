@@ -310,3 +310,14 @@ def test_hotpath_serves_its_requests(pipeline, echo_bytes):
     hotpath = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hotpath)
     assert hotpath.measure(64, pipeline, echo_bytes) > 0
+
+
+@pytest.mark.parametrize("echo_bytes", [0, 4096])
+@pytest.mark.parametrize("part", ["inline", "environ", "cycle", "start_response"])
+def test_hotpath_wsgi_serves_its_requests(part, echo_bytes):
+    # The WSGI mode with the app on the loop's thread (no pool threads here).
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_hotpath", os.path.join(os.path.dirname(RUN_PY), "hotpath.py"))
+    hotpath = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hotpath)
+    assert hotpath.measure_wsgi(128, echo_bytes, part) > 0

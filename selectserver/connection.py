@@ -475,6 +475,7 @@ class Connection:
 
     # -- the loop's callbacks ---------------------------------------------------
 
+    # region: on-readable
     def on_readable(self) -> None:
         state = self.state
         if state is HANDSHAKE:
@@ -510,6 +511,7 @@ class Connection:
             self._update_interest()
         elif state is IDLE or state in _AWAITING_HEAD:
             self._serve_buffered()
+    # endregion: on-readable
 
     def on_writable(self) -> None:
         if self.state is HANDSHAKE:
@@ -758,6 +760,7 @@ class Connection:
                 self._closing()
         self.cycle = None
 
+    # region: write
     def write(self, data: bytes) -> None:
         """Send now if nothing is queued; queue what the kernel did not take.
 
@@ -786,11 +789,13 @@ class Connection:
             # Only a partial send costs an epoll_ctl (DESIGN.md decision 5).
             buffer.append(memoryview(data)[sent:] if sent else data)
             self._update_interest()
+    # endregion: write
 
     @property
     def write_buffer_bytes(self) -> int:
         return self._write_buffer.size
 
+    # region: finish-response
     def _finish_response(self) -> None:
         """The response is complete: decide keep-alive (here only) and move on."""
         writer, server, cycle = self.writer, self.server, self.cycle
@@ -818,6 +823,7 @@ class Connection:
         # start, or inside the handler (an answer the server made itself):
         # _serve_buffered's loop (the app answered at once) or the task's
         # continue_serving() (it answered later) goes on from here.
+    # endregion: finish-response
 
     def close_after_flush(self) -> None:
         """Close once the write buffer is sent, with a lingering close

@@ -108,6 +108,57 @@ _TRANSITIONS_GET = TRANSITIONS.get
 trace: Optional[Callable[["WSGICycle", CycleState, CycleEvent, CycleState], None]] = None
 
 
+# What start_response() makes of what apps say, remembered: apps give the
+# same status and the same few header fields on every response, and
+# checking, encoding and classifying them cost 14.5k instructions for a
+# status and two fields; looked up, 4.5k (benchmarks/RESULTS.md, "WSGI
+# round two").  Only what passed the checks is kept; cleared when full.
+_STATUS_CODES: Dict[str, int] = {}
+_FIELDS: Dict[Tuple[str, str], Tuple[Tuple[bytes, bytes], int]] = {}
+_CACHE_MAX = 512
+_CACHED_VALUE_MAX_CHARS = 256
+# A field's framing: not a framing field, Transfer-Encoding (or a
+# Content-Length that is not a number), or else the Content-Length itself.
+NOT_FRAMING = -2
+FRAMING = -1
+
+
+def _status_code_of(status: str) -> int:
+    code = status_code(status)
+    if len(status) <= _CACHED_VALUE_MAX_CHARS:
+        if len(_STATUS_CODES) >= _CACHE_MAX:
+            _STATUS_CODES.clear()
+        _STATUS_CODES[status] = code
+    return code
+
+
+def _field_of(field: Tuple[str, str]) -> Tuple[Tuple[bytes, bytes], int]:
+    """A header field as the writer takes it, and its framing; remembered.
+
+    TypeError for what is not a pair of str; InvalidResponse for a CR, LF or NUL.
+    """
+    name, value = field
+    if name.__class__ is not str or value.__class__ is not str:
+        raise TypeError("header names and values must be str, not %r" % ((name, value),))
+    if not (name + value).isprintable():
+        # Printable text has no CR, LF or NUL; the rest is checked
+        # where the rule lives (a call per header cost 1k instructions).
+        check_field_text(name, value)
+    framing = NOT_FRAMING
+    if len(name) in (14, 17):
+        lowered = name.lower()
+        if lowered == "content-length":
+            framing = int(value) if value.isdigit() else FRAMING
+        elif lowered == "transfer-encoding":
+            framing = FRAMING
+    known = ((name.encode("latin-1"), value.encode("latin-1")), framing)
+    if len(value) <= _CACHED_VALUE_MAX_CHARS and field.__class__ is tuple:
+        if len(_FIELDS) >= _CACHE_MAX:
+            _FIELDS.clear()
+        _FIELDS[field] = known
+    return known
+
+
 class ResponseGone(Exception):
     """The response cannot go on (client gone, or the loop refused it)."""
 
@@ -243,26 +294,26 @@ class WSGICycle(Cycle):
                 exc_info = None
         elif self.status:
             raise RuntimeError("start_response() called twice without exc_info")
-        code = status_code(status)
+        code = _STATUS_CODES.get(status) if status.__class__ is str else None
+        if code is None:
+            code = _status_code_of(status)
         pairs = []
         content_length = None
         app_frames = False
-        for name, value in headers:
-            if name.__class__ is not str or value.__class__ is not str:
-                raise TypeError("header names and values must be str, not %r" % ((name, value),))
-            if not (name + value).isprintable():
-                # Printable text has no CR, LF or NUL; the rest is checked
-                # where the rule lives (a call per header cost 1k instructions).
-                check_field_text(name, value)
-            pairs.append((name.encode("latin-1"), value.encode("latin-1")))
-            if len(name) in (14, 17):
-                lowered = name.lower()
-                if lowered == "content-length":
-                    app_frames = True
-                    if value.isdigit():
-                        content_length = int(value)
-                elif lowered == "transfer-encoding":
-                    app_frames = True
+        fields = _FIELDS
+        for field in headers:
+            try:
+                known = fields.get(field)
+            except TypeError:
+                known = None   # unhashable (a list): _field_of says what is wrong
+            if known is None:
+                known = _field_of(field)
+            pair, framing = known
+            pairs.append(pair)
+            if framing != NOT_FRAMING:
+                app_frames = True
+                if framing >= 0:
+                    content_length = framing
         self.status = code
         self.headers = pairs
         self.content_length = content_length

@@ -8,7 +8,7 @@ of threads or of the response.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from ..connection import Connection
@@ -28,6 +28,24 @@ _ENVIRON_KEYS: Dict[bytes, Optional[str]] = {
 _ENVIRON_KEYS_MAX = 512
 
 
+# Request-targets seen before, per SCRIPT_NAME, as (PATH_INFO, QUERY_STRING,
+# REQUEST_URI): clients ask for the same few paths again and again, and the
+# split, the percent-decoding and three decodes cost 2.5k instructions a
+# request; a lookup costs a tenth of that (benchmarks/RESULTS.md, "WSGI
+# round two").  Cleared when full, so a client cannot grow it.
+_TARGETS: Dict[Tuple[bytes, str], Tuple[str, str, str]] = {}
+_TARGETS_MAX = 256
+_TARGET_MAX_BYTES = 256
+
+# Field lines seen before, as (environ key or None, text): the parser hands
+# over the same (name, value) pair for a line it has seen (its field-line
+# cache), so a repeated field costs one lookup instead of a name lookup
+# and a decode.  None: the field does not become an environ key.
+_FIELDS: Dict[Tuple[bytes, bytes], Tuple[Optional[str], str]] = {}
+_FIELDS_MAX = 256
+_FIELD_MAX_BYTES = 256
+
+
 def build_environ(conn: Connection, request: Request, base: Dict[str, Any],
                   script_name: str) -> Dict[str, Any]:
     """The PEP 3333 environ for ``request``, without ``wsgi.input``.
@@ -37,17 +55,13 @@ def build_environ(conn: Connection, request: Request, base: Dict[str, Any],
     first, and loses ``script_name`` when it starts with it.
     """
     environ = base.copy()
-    raw_path, query = split_target(request.target)
-    if b"%" in raw_path:
-        raw_path = unquote_to_bytes(raw_path)
-    path = raw_path.decode("latin-1")
-    if script_name and path.startswith(script_name) and (
-            len(path) == len(script_name) or path[len(script_name)] == "/"):
-        path = path[len(script_name):]
+    target = request.target
+    paths = _TARGETS.get((target, script_name))
+    if paths is None:
+        paths = _paths_of(target, script_name)
+    environ["PATH_INFO"], environ["QUERY_STRING"], uri = paths
+    environ["RAW_URI"] = environ["REQUEST_URI"] = uri
     environ["REQUEST_METHOD"] = _METHODS.get(request.method) or request.method.decode("latin-1")
-    environ["PATH_INFO"] = path
-    environ["QUERY_STRING"] = query.decode("latin-1")
-    environ["RAW_URI"] = environ["REQUEST_URI"] = request.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version
     environ["wsgi.url_scheme"] = conn.server.scheme
     local = conn.local
@@ -60,20 +74,14 @@ def build_environ(conn: Connection, request: Request, base: Dict[str, Any],
         environ["REMOTE_PORT"] = str(client[1])
     if request.content_length is not None and not request.chunked:
         environ["CONTENT_LENGTH"] = str(request.content_length)
-    keys = _ENVIRON_KEYS
-    for name, value in request.headers:
-        key = keys.get(name, "")
-        if key == "":
-            if b"_" in name:
-                # "x_user" would reach the app as HTTP_X_USER, like "x-user":
-                # a client could spoof a header a proxy vouches for.
-                continue
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-            if len(keys) < _ENVIRON_KEYS_MAX:
-                keys[name] = key
-        elif key is None:
+    fields = _FIELDS
+    for field in request.headers:
+        known = fields.get(field)
+        if known is None:
+            known = _field_of(field)
+        key, text = known
+        if key is None:
             continue
-        text = value.decode("latin-1")
         if key in environ:
             # RFC 9110 §5.3: repeated fields are one comma-separated list;
             # cookies are the exception (RFC 6265 §5.4 separates them with "; ").
@@ -82,6 +90,45 @@ def build_environ(conn: Connection, request: Request, base: Dict[str, Any],
     if local is None:
         _server_from_host(environ)
     return environ
+
+
+def _paths_of(target: bytes, script_name: str) -> Tuple[str, str, str]:
+    """(PATH_INFO, QUERY_STRING, REQUEST_URI) of ``target``, remembered."""
+    raw_path, query = split_target(target)
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    path = raw_path.decode("latin-1")
+    if script_name and path.startswith(script_name) and (
+            len(path) == len(script_name) or path[len(script_name)] == "/"):
+        path = path[len(script_name):]
+    paths = (path, query.decode("latin-1"), target.decode("latin-1"))
+    if len(target) <= _TARGET_MAX_BYTES:
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[(target, script_name)] = paths
+    return paths
+
+
+def _field_of(field: Tuple[bytes, bytes]) -> Tuple[Optional[str], str]:
+    """(environ key or None, text) of one field line, remembered."""
+    name, value = field
+    keys = _ENVIRON_KEYS
+    key = keys.get(name, "")
+    if key == "":
+        if b"_" in name:
+            # "x_user" would reach the app as HTTP_X_USER, like "x-user":
+            # a client could spoof a header a proxy vouches for.
+            key = None
+        else:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if len(keys) < _ENVIRON_KEYS_MAX:
+                keys[name] = key
+    known = (key, value.decode("latin-1"))
+    if len(value) <= _FIELD_MAX_BYTES:
+        if len(_FIELDS) >= _FIELDS_MAX:
+            _FIELDS.clear()
+        _FIELDS[field] = known
+    return known
 
 
 def _server_from_host(environ: Dict[str, Any]) -> None:

@@ -36,15 +36,17 @@ CancelledError = asyncio.CancelledError
 
 # region: states
 # asyncio's names for a task's states.  A task leaves PENDING once, when its
-# coroutine ends; _finish() takes the next state from this table.
+# coroutine ends, for the state this table gives that ending.
 _PENDING, _DONE, _CANCELLED = "PENDING", "FINISHED", "CANCELLED"
 
 TRANSITIONS: Dict[str, Dict[str, str]] = {
     _PENDING: {"returned": _DONE, "raised": _DONE, "cancelled": _CANCELLED},
 }
-# _step() runs only a PENDING task, so _finish() needs only that row (one
-# lookup per task instead of two).
-_ENDINGS = TRANSITIONS[_PENDING]
+# _step() (which runs only a PENDING task) hands _finish() these: read from
+# the table once, here, not once per task on the hot path.
+_RETURNED, _RAISED, _CANCELLED_NOW = (
+    TRANSITIONS[_PENDING]["returned"], TRANSITIONS[_PENDING]["raised"],
+    TRANSITIONS[_PENDING]["cancelled"])
 # endregion: states
 
 _task_numbers = itertools.count(1)
@@ -132,16 +134,16 @@ class AppTask:
         except StopIteration as stop:
             if self._must_cancel:
                 # Cancelled after its last await: asyncio reports it cancelled.
-                self._finish("cancelled", None, CancelledError(self._cancel_message))
+                self._finish(_CANCELLED_NOW, None, CancelledError(self._cancel_message))
             else:
-                self._finish("returned", stop.value, None)
+                self._finish(_RETURNED, stop.value, None)
         except CancelledError as cancelled:
-            self._finish("cancelled", None, cancelled)
+            self._finish(_CANCELLED_NOW, None, cancelled)
         except (KeyboardInterrupt, SystemExit) as fatal:
-            self._finish("raised", None, fatal)
+            self._finish(_RAISED, None, fatal)
             raise
         except BaseException as error:  # the app's error, handed to on_done
-            self._finish("raised", None, error)
+            self._finish(_RAISED, None, error)
         else:
             self._wait_for(result)
         finally:
@@ -187,8 +189,8 @@ class AppTask:
     # endregion: wakeup
 
     # region: finish
-    def _finish(self, event: str, result: Any, exc: Optional[BaseException]) -> None:
-        self._state = _ENDINGS[event]
+    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
+        self._state = state
         self._result = result
         self._exception = exc
         if self._on_done is not None:

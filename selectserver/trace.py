@@ -747,10 +747,15 @@ class TracingAppTask(AppTask):
             tracer.say("app", "%s resumed: %s", self.get_name(), how)
         super()._wakeup(future)
 
-    def _finish(self, event: str, result: Any, exc: Optional[BaseException]) -> None:
+    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
         tracer = _tracers.get(self._loop)
         if tracer is not None:
-            tracer.say("app", "%s finished: %s%s", self.get_name(), event,
-                       " " + type(exc).__name__ if event == "raised" else "")
-        super()._finish(event, result, exc)
+            if state == "CANCELLED":
+                how = "cancelled"
+            elif exc is not None:
+                how = "raised " + type(exc).__name__
+            else:
+                how = "returned"
+            tracer.say("app", "%s finished: %s", self.get_name(), how)
+        super()._finish(state, result, exc)
 

@@ -618,9 +618,14 @@ class WSGICycle(Cycle):
             self.input.close()   # no thread will run it
         conn = self.conn
         on_response = conn.server.on_response
-        if on_response is not None and conn.writer is not None and not conn.writer.finished:
-            # The access log has its line, with what was sent.
-            on_response(conn, conn.request, conn.writer, _elapsed(conn))
+        writer = conn.writer
+        if (on_response is not None and writer is not None and writer.started
+                and not writer.finished):
+            # A response cut short has its access line, with what was sent.
+            # One that never started has none: the connection logs its own
+            # answer (400, 408) and a client that left before the head got
+            # nothing to log.
+            on_response(conn, conn.request, writer, _elapsed(conn))
 
 
 def _elapsed(conn: Connection) -> float:

@@ -846,15 +846,30 @@ def test_a_client_gone_while_its_body_arrives_never_reaches_the_pool():
     cycle.on_disconnect()
     assert cycle.state is CycleState.GONE and queued == []
     assert cycle.input._file.closed
-    assert len(logged) == 1   # the access log has its line
+    assert logged == []   # nothing was answered: no access line of ours
     cycle.run()               # had it been queued: the app is not called
     assert conn.calls == [("receive_body",), ("receive_body",)]
 
 
 class FakeWriter:
+    started = False
     finished = False
     status = 0
     bytes_sent = 0
+
+
+def test_a_response_cut_short_has_its_access_line():
+    logged = []
+    conn = FakeConnection()
+    conn.server.on_response = lambda *args: logged.append(args)
+    conn.writer = FakeWriter()
+    conn.writer.started = True
+    conn.request = make_request()
+    cycle = WSGICycle(conn, hello, conn.request, LoopQueue(conn.loop))
+    cycle.state = CycleState.STREAMING
+    conn.cycle = cycle
+    cycle.on_disconnect()
+    assert len(logged) == 1 and logged[0][2] is conn.writer
 
 
 def test_a_full_pool_refuses_with_503_and_retry_after():

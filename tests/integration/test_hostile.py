@@ -4,9 +4,11 @@ worker that keeps serving."""
 import glob
 import json
 import os
+import random
 import re
 import socket
 import threading
+import time
 
 import pytest
 
@@ -104,14 +106,73 @@ def test_custom_request_line_limit(serve):
     assert reply.startswith(b"HTTP/1.1 414 ")
 
 
+# Deadlines are tested in the hard direction: not only that a slow client is
+# dropped at last, but that it is dropped at its deadline.  The worker looks
+# at deadlines once a second, so a 1 s deadline ends between 1 and 2 s; the
+# bounds leave room for a loaded machine and still fail a deadline that
+# moves (a trickle would never end) or a fixed one (5 s).
+EARLIEST_S, LATEST_S = 0.8, 4.0
+
+
+def trickle(sock, data, pace_s=0.1, limit_s=8.0):
+    """Send ``data`` a byte every ``pace_s`` until the server answers or closes.
+
+    Returns (seconds from the first byte to the answer or close, the reply).
+    """
+    sock.settimeout(pace_s)
+    started = time.monotonic()
+    for index in range(len(data)):
+        assert time.monotonic() - started < limit_s, "no answer after %.0f s of trickling" % limit_s
+        try:
+            sock.sendall(data[index:index + 1])
+            first = sock.recv(65536)
+        except socket.timeout:
+            continue
+        ended = time.monotonic() - started
+        sock.settimeout(10)
+        return ended, (first + read_to_close(sock)) if first else b""
+    raise AssertionError("ran out of bytes to trickle")
+
+
+def read_to_close(sock):
+    """What the server still sends, up to its close; a reset fails the test."""
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def test_idle_connection_is_closed_after_keep_alive_timeout(serve):
     server = serve(asgi_apps.hello, timeout_keep_alive_s=1)
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         _, _, body, rest = read_response(sock)
+        idle_since = time.monotonic()
         assert body == b"Hello, world!"
         # Blocks until the server closes (or the 10 s socket timeout fails the test).
         assert sock.recv(100) == b""
+        assert EARLIEST_S <= time.monotonic() - idle_since <= LATEST_S
+
+
+def test_a_head_trickled_a_byte_at_a_time_gets_408_at_its_deadline(serve):
+    server = serve(asgi_apps.hello, timeout_request_head_s=1)
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 1000
+    with socket.create_connection(server.address, timeout=10) as sock:
+        seconds, reply = trickle(sock, head)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
+    assert EARLIEST_S <= seconds <= LATEST_S
+
+
+def test_a_body_trickled_a_byte_at_a_time_gets_408_at_its_deadline(serve):
+    # Each byte moves the deadline 1/500 s: a byte every 0.1 s does not keep up.
+    server = serve(asgi_apps.echo, timeout_request_body_s=1, request_body_min_rate_bytes=500)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        seconds, reply = trickle(sock, b"b" * 1000)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
+    assert EARLIEST_S <= seconds <= LATEST_S
 
 
 def test_silent_new_connection_is_closed_quietly(serve):
@@ -138,23 +199,24 @@ def test_many_clients_sending_garbage_concurrently(serve):
     errors = []
 
     def client(seed):
-        import random
-
         rng = random.Random(seed)
         for _ in range(20):
             data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+            # An answer (a 4xx) then a close, or a close alone (the client
+            # left mid-head); never a reset, a hang or anything else.
             try:
                 reply = raw_exchange(server.address, data, timeout=10, shutdown=True)
-            except ConnectionError:
+            except ConnectionError as exc:
+                errors.append((data, repr(exc)))
                 continue
-            if reply and not reply.startswith(b"HTTP/1.1 4"):
-                errors.append(reply[:100])
+            if reply.endswith(b"<timeout>") or reply and not reply.startswith(b"HTTP/1.1 4"):
+                errors.append((data, reply[:100]))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
     assert errors == []
     assert raw_exchange(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                         ).startswith(b"HTTP/1.1 200 ")

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -80,6 +81,27 @@ def test_stalled_handshake_does_not_block_others(serve, certificate):
     finally:
         silent.close()
         partial.close()
+
+
+def test_a_handshake_that_stops_halfway_is_closed_at_its_deadline(serve, certificate):
+    # A real ClientHello, made in memory; half of it is sent, then nothing.
+    outgoing = ssl.MemoryBIO()
+    hello = client_context(certificate).wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        hello.do_handshake()
+    client_hello = outgoing.read()
+    server = serve(echo_scheme, ssl_certfile=certificate["cert"], ssl_keyfile=certificate["key"],
+                   timeout_request_head_s=1)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(client_hello[:len(client_hello) // 2])
+        started = time.monotonic()
+        try:
+            assert sock.recv(1024) == b""
+        except ConnectionResetError:
+            pass
+        seconds = time.monotonic() - started
+    # The head deadline covers the handshake; the worker looks once a second.
+    assert 0.8 <= seconds <= 4.0
 
 
 def test_plain_http_to_tls_port_is_closed(serve, certificate):

@@ -3,6 +3,7 @@
 #   make run           serve the demo app (standard library only, no venv needed)
 #   make test          install what the tests need, run the whole suite on python3
 #   make test-matrix   the suite on pyenv's CPython 3.9.x and 3.13.x and Debian's pypy3
+#   make mutations     break the server on purpose, one way at a time: each must fail a test
 #   make tutorial      run the tutorial's step servers and show what each does (docs/tutorial/)
 #   make bench-setup   install the benchmark peers (see benchmarks/)
 #   make bench         a quick comparison run; make bench-full for the full one
@@ -104,10 +105,10 @@ run_suite() {
 }
 endef
 
-.PHONY: help run test test-matrix system-deps tutorial bench-setup bench bench-full zipapp reload-bar clean
+.PHONY: help run test test-matrix mutations system-deps tutorial bench-setup bench bench-full zipapp reload-bar clean
 
 help:
-	@sed -n '3,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 run:
 	$(PYTHON) -m selectserver selectserver.demo:app $(ARGS)
@@ -129,6 +130,13 @@ test: system-deps
 	@$(SHELL_LIBRARY)
 	make_venv .venv "$(PYTHON)" python3-venv
 	run_suite .venv
+
+# Not part of `make test`: each mutation runs its tests on a scratch copy
+# (tests/mutations/run.py says how); exits non-zero if one survived.
+mutations: system-deps
+	@$(SHELL_LIBRARY)
+	make_venv .venv "$(PYTHON)" python3-venv
+	.venv/bin/python tests/mutations/run.py
 
 # Finds every interpreter first, so a missing one fails before anything runs;
 # then runs all suites and fails at the end if any failed.

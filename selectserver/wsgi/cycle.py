@@ -113,6 +113,8 @@ trace: Optional[Callable[["WSGICycle", CycleState, CycleEvent, CycleState], None
 # checking, encoding and classifying them cost 14.5k instructions for a
 # status and two fields; looked up, 4.5k (benchmarks/RESULTS.md, "WSGI
 # round two").  Only what passed the checks is kept; cleared when full.
+# Pool threads share them: each get, set and clear is one dict operation,
+# and two threads filling the same entry store equal values.
 _STATUS_CODES: Dict[str, int] = {}
 _FIELDS: Dict[Tuple[str, str], Tuple[Tuple[bytes, bytes], int]] = {}
 _CACHE_MAX = 512

@@ -639,12 +639,16 @@ class Connection:
         server = self.server
         self.request = request
         self.writer = writer = ResponseWriter(request)
-        if self._transition(HEAD) is RUNNING_LAST:
+        new = self._transition(HEAD)
+        if new is RUNNING and server.draining:
+            # The worker stopped taking work and has not told us yet.
+            new = self._transition(STOP)
+        if new is RUNNING_LAST:
             writer.keep_alive = False   # the worker is stopping: say connection: close
         if request.content_length or request.chunked:
-            if not self.parser.body_complete:
-                # --timeout-request-body: the body's deadline starts now.
-                self.deadline = _monotonic() + server.body_timeout_s
+            # --timeout-request-body: the body's deadline starts now (a body
+            # that is all here already is let off when it passes).
+            self.deadline = _monotonic() + server.body_timeout_s
         self._continue_owed = request.expect_continue
         if server.on_response is not None:
             self.started_at = _monotonic()
@@ -680,7 +684,8 @@ class Connection:
             return None
         if event is NEED_DATA:
             return None
-        if event.__class__ is Data:
+        if event.__class__ is Data and not self._interest & EVENT_READ:
+            # Consuming can only let reading resume (backpressure).
             self._update_interest()
         return event
 

@@ -331,7 +331,8 @@ def test_a_body_that_is_all_here_or_waits_for_the_app_does_not_time_out(make_con
     conn, sock = make_conn(never_reads)
     sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
     make_conn.read(conn)
-    assert conn.state is RUNNING and conn.deadline == 0.0
+    conn.on_timeout()
+    assert conn.state is RUNNING and conn.deadline == 0.0 and sock.sent == b""
     conn, sock = make_conn(never_reads, read_buffer_high_bytes=4)
     sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
     make_conn.read(conn)
@@ -340,6 +341,14 @@ def test_a_body_that_is_all_here_or_waits_for_the_app_does_not_time_out(make_con
     make_conn.read(conn)
     conn.on_timeout()
     assert conn.state is RUNNING and sock.sent == b"" and conn.deadline
+
+
+def test_a_request_read_after_the_worker_stopped_taking_work_is_the_last(make_conn):
+    conn, sock = make_conn()
+    conn.server.draining = True      # before this connection's shutdown() came
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert b"connection: close" in sock.sent and conn.state is LINGERING
 
 
 def test_shutdown_serves_a_request_already_here_with_connection_close(make_conn):

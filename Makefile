@@ -183,8 +183,8 @@ zipapp:
 	say "built $(ZIPAPP) ($$(du -k "$(ZIPAPP)" | cut -f1) KiB): python3 $(ZIPAPP) module:app"
 
 # Against --workers 2, ASGI and WSGI: ab -k -c 20 -n 200000 and wrk -t1 -c64 -d20s with a
-# SIGHUP every 2 s, the same with --max-requests 1000, and SIGTERM under keep-alive load.
-# About 3 minutes; exits 1 if any count is not 0.  ARGS=--quick for a short run.
+# SIGHUP every 2 s, the same with --max-requests 1000, and SIGTERM under keep-alive clients
+# and under wrk.  About 4 minutes; exits 1 if any count is not 0.  ARGS=--quick: a short run.
 reload-bar: system-deps
 	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/reload_bar.py $(ARGS)
 

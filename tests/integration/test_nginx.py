@@ -79,7 +79,7 @@ class Nginx:
             [program, "-e", os.path.join(directory, "error.log"), "-p", directory, "-c", conf,
              "-g", "daemon off; master_process on;"],
             pass_fds=[fd], env=dict(os.environ, NGINX="%d;" % fd),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.listener.close()   # nginx has its own copy now
 
     def get(self, path, headers=None):
@@ -111,6 +111,10 @@ class Nginx:
 
     def stop(self):
         stop_process(self.proc, signal.SIGQUIT, timeout_s=10)
+        try:   # its workers, should the master have left them behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture

@@ -342,6 +342,11 @@ class Worker:
                 log.info("Worker %d served %d requests (--max-requests); stopping",
                          os.getpid(), limit)
                 self.heartbeat.send(MESSAGE_MAX_REQUESTS)
+                # Now, not on the next turn: every head read from here on is
+                # a last request (Connection._begin), this one included, so a
+                # busy keep-alive client cannot slip in more before the drain.
+                self.state.draining = True
+                conn.shutdown()
                 # From the loop, not inside this connection's dispatch.
                 self.loop.call_soon(self._begin_stop)
             return handler(conn, request)

@@ -454,18 +454,24 @@ class Connection:
         state = self.state
         if state is CLOSED:
             return
-        if self._write_buffer.size:
+        reading = state is not CLOSING
+        queued = self._write_buffer.size
+        if queued:
             # Queued during a batch of events, the bytes leave when the loop
             # flushes this connection at the batch's end: no EVENT_WRITE for
             # them (unless we were already waiting for one).
             wanted = EVENT_WRITE if self.loop.batch is None else self._interest & EVENT_WRITE
+            if queued > self.server.write_high_bytes and state in _AWAITING_HEAD:
+                # A client that pipelines and does not read its answers:
+                # read no more requests until they are sent (on_writable).
+                reading = False
         elif self._file is not None:
             wanted = EVENT_WRITE
         else:
             wanted = 0
         # Read while there is room: above the high-water mark the client
         # waits (TCP flow control) until the application consumes the body.
-        if state is not CLOSING and self.parser.buffered_bytes < self.server.read_high_bytes:
+        if reading and self.parser.buffered_bytes < self.server.read_high_bytes:
             # An upgraded protocol says itself whether it wants more bytes.
             if state is not UPGRADED or self.cycle is None or self.cycle.reading:
                 wanted |= EVENT_READ
@@ -538,6 +544,10 @@ class Connection:
         if self.state is CLOSING:
             self._flushed()
             return
+        if self.parser.buffered_bytes and self.state in _AWAITING_HEAD:
+            # Pipelined requests waited for their turn (_serve_buffered).
+            self._serve_buffered()
+            return
         self._update_interest()
         if self.cycle is not None:
             self.cycle.on_drained()
@@ -609,6 +619,12 @@ class Connection:
             state = self.state
             if state is not IDLE and state not in _AWAITING_HEAD:
                 break
+            if self._write_buffer.size > self.server.write_high_bytes:
+                # The client does not read its answers: the next request
+                # waits until they are sent (on_writable), or memory would
+                # grow with every pipelined request.
+                self._update_interest()
+                return
             try:
                 event = parser.next_event()
             except HTTPError as exc:

@@ -6,6 +6,8 @@ import asyncio
 import resource
 import socket
 
+import pytest
+
 from tests.integration.conftest import read_response
 from tests.integration.processes import ServerProcess
 
@@ -105,3 +107,65 @@ def test_accept_errors_do_not_stop_the_server(tmp_path):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(sock)[2] == b"Hello, world!"
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("interface", ["asgi3", "wsgi"])
+def test_a_pipelining_client_that_does_not_read_is_not_answered_without_bound(serve, interface):
+    """Requests in a loop, no answer read: the server stops reading (and
+    answering) while its answers wait, so the client's send() stalls instead
+    of the worker's memory growing; reading resumes as the answers leave."""
+    probe = Probe()
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+    def look_and_answer():
+        probe.look()
+        for conn in probe.server.worker.state.connections:
+            # Small kernel buffers: fewer requests before the stall.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KIB)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        return b"hello"
+
+    if interface == "asgi3":
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            body = look_and_answer()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+    else:
+        def app(environ, start_response):
+            body = look_and_answer()
+            start_response("200 OK", [("Content-Length", "5")])
+            return [body]
+
+    # The stalled connection waits in IDLE, bounded by the keep-alive
+    # timeout: longer here than the client's wait for its send() to stall.
+    server = probe.server = serve(app, interface=interface, write_buffer_high_bytes=64 * KIB,
+                                  timeout_keep_alive_s=60)
+    batch = memoryview(request * 1000)
+    sent = 0
+    with socket.create_connection(server.address, timeout=1) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KIB)
+        # Far more than the kernel's buffers hold: without the pause, the
+        # server answers all of them and queues the answers.
+        for _ in range(4000):
+            try:
+                sent += sock.send(batch[sent % len(batch):])
+            except socket.timeout:
+                break
+        else:
+            raise AssertionError("the server read %d requests, all it was sent" % (sent // len(request)))
+        requests = sent // len(request)
+        sock.settimeout(30)
+        # Every whole request sent is answered once the client reads.
+        answers, tail = 0, b""
+        while answers < requests:
+            chunk = sock.recv(256 * KIB)
+            assert chunk
+            data = tail + chunk
+            answers += data.count(b"HTTP/1.1 200 ")
+            tail = data[-12:]
+    assert answers == requests
+    # One answer may be queued past the mark before the next request waits.
+    assert probe.max_unsent <= 64 * KIB + 1024

@@ -49,6 +49,10 @@ log = logging.getLogger("selectserver.error")
 # listener cannot starve the connections already accepted.
 ACCEPT_BATCH = 64
 
+# The signals the worker's loop handles (_install_signal_handlers).
+_LOOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
+                      if hasattr(signal, name))
+
 # After EMFILE/ENFILE stop accepting this long instead of spinning on a
 # listener that stays readable.
 ACCEPT_PAUSE_S = 0.5
@@ -244,9 +248,12 @@ class Worker:
                 asyncio.set_event_loop(None)
                 if install_signals and self.heartbeat is not None:
                     # A worker that stopped itself may still get the master's
-                    # SIGTERM: ignore it from here, or it would hit the wake-up
-                    # pipe the loop closes before it drops its handlers.
-                    for signum in (signal.SIGINT, signal.SIGTERM):
+                    # SIGTERM (or SIGUSR1): ignore it from here, or it would
+                    # hit the wake-up pipe the loop closes before it drops its
+                    # handlers.  With the last handler gone the wake-up fd is
+                    # unset too, so the master's SIGQUIT (a Python handler,
+                    # not the loop's) cannot write to the closed pipe either.
+                    for signum in _LOOP_SIGNALS:
                         loop.remove_signal_handler(signum)
                         signal.signal(signum, signal.SIG_IGN)
                 loop.close()

@@ -182,8 +182,15 @@ def _stdlib_dirs() -> Set[str]:
     return {os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib") if key in paths}
 
 
+# Modules the standard library gained after 3.9, imported behind a version
+# check (cli.py reads pyproject's table with tomllib on 3.11+).
+LATER_STANDARD_LIBRARY = {"tomllib"}
+
+
 def is_standard_library(top_level: str) -> bool:
     """Whether a top-level module name belongs to the standard library."""
+    if top_level in LATER_STANDARD_LIBRARY:
+        return True
     names = standard_library_names()
     if names is not None:
         return top_level in names

@@ -241,6 +241,26 @@ class ServerErrors(logging.Handler):
                 if not any(pattern.search(text) for pattern in self.patterns)]
 
 
+# The loggers a server configures for its process (logs.configure(): own
+# handlers, no propagation).  A test that runs a server in-process, such as
+# selectserver.run(), would otherwise leave them so for every later test,
+# and caplog would see nothing.
+CONFIGURED_LOGGERS = ("selectserver", "selectserver.error", "selectserver.access", "selectserver.trace")
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging():
+    """Each test starts with the selectserver loggers as the one before found them."""
+    loggers = [logging.getLogger(name) for name in CONFIGURED_LOGGERS]
+    saved = [(logger.level, logger.propagate, logger.disabled, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, (level, propagate, disabled, handlers) in zip(loggers, saved):
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+        logger.handlers[:] = handlers
+
+
 @pytest.fixture(autouse=True)
 def server_errors(request):
     """Fails the test on an unexpected server error; ``.expect(regex)`` declares one."""

@@ -18,7 +18,9 @@ choose it. The static file is created next to this module's output folder on fir
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 HELLO_BODY = b"Hello, world!"
 MIB_BODY = b"x" * (1 << 20)
@@ -92,6 +94,19 @@ def _asgi_http(handler):
 @_asgi_http
 async def asgi_hello(scope, receive, send):
     """13 bytes of text: scenarios A, B, D and the scaling runs."""
+    await send({"type": "http.response.start", "status": 200, "headers": HELLO_HEADERS})
+    await send({"type": "http.response.body", "body": HELLO_BODY})
+
+
+# Scenario O: each request waits this long (a database call, say), so
+# requests really are in flight together and --limit-concurrency matters.
+WORK_S = 0.01
+
+
+@_asgi_http
+async def asgi_work(scope, receive, send):
+    """13 bytes of text after `asyncio.sleep(WORK_S)`: scenario O (overload)."""
+    await asyncio.sleep(WORK_S)
     await send({"type": "http.response.start", "status": 200, "headers": HELLO_HEADERS})
     await send({"type": "http.response.body", "body": HELLO_BODY})
 
@@ -196,6 +211,13 @@ WSGI_STATIC_HEADERS = _wsgi_headers("application/octet-stream", STATIC_SIZE)
 
 def wsgi_hello(environ, start_response):
     """13 bytes of text: scenarios F, B, D and the scaling runs."""
+    start_response("200 OK", list(WSGI_HELLO_HEADERS))
+    return [HELLO_BODY]
+
+
+def wsgi_work(environ, start_response):
+    """13 bytes of text after `time.sleep(WORK_S)` on the thread: scenario O (overload)."""
+    time.sleep(WORK_S)
     start_response("200 OK", list(WSGI_HELLO_HEADERS))
     return [HELLO_BODY]
 

@@ -16,6 +16,7 @@ quote for a before/after of an optimisation.
     python3 benchmarks/hotpath.py --wsgi           # WSGI A (F): the app on a pool thread
     python3 benchmarks/hotpath.py --wsgi --echo 4096 --instructions   # WSGI E
     python3 benchmarks/hotpath.py --wsgi --breakdown [--instructions]  # where it goes
+    python3 benchmarks/hotpath.py --refuse         # a request over --limit-concurrency
 
 WSGI: the request goes round the real way, loop -> pool thread -> loop, one
 request in flight (the next recv() is made once the answer is sent), so the
@@ -23,6 +24,11 @@ figure is CPU per request, not a rate under load.  ``--breakdown`` measures
 the same request with the app run on the loop's thread (the difference is
 the hand-off to a thread and back), and the environ, the cycle and
 ``start_response`` alone.
+
+``--refuse`` counts what one refusal costs the worker: a new ``Connection``,
+its request read and parsed, the 503 written, the connection closed and
+unregistered (the accept() and the kernel's part of the TCP connection are
+not in it).
 """
 
 from __future__ import annotations
@@ -183,6 +189,66 @@ def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     asyncio.set_event_loop(None)
     sock.close()
     return elapsed[0] / (reads * pipeline) * 1e6
+
+def measure_refusals(requests: int) -> float:
+    """Microseconds per request refused by --limit-concurrency."""
+    from selectserver.asgi import make_handler
+    from selectserver.config import Config
+    from selectserver.connection import Connection, ServerState
+    from selectserver.loop import EventLoop
+
+    def app(scope, receive, send):
+        raise AssertionError("a refused request reached the app")
+
+    loop = EventLoop()
+    asyncio.set_event_loop(loop)
+    config = Config(access_log=False, limit_concurrency=1)
+    state = ServerState(config, make_handler(app, config))
+    state.date_server = DATE_SERVER
+    state.in_flight.add(object())   # the one request in flight, never done
+    sock = ClosingSocket(REQUEST)
+    elapsed = []
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            for _ in range(requests):
+                sock.reopen()
+                conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
+                conn.on_readable()   # the request: 503, FIN, lingering close
+                conn.on_readable()   # the client's FIN: closed
+            elapsed.append(time.perf_counter() - started)
+        finally:
+            loop.stop()
+
+    loop.call_soon(run)
+    loop.run_forever()
+    assert sock.sends == requests and not state.connections, "each request: one 503, then closed"
+    loop.close()
+    asyncio.set_event_loop(None)
+    sock.release()
+    return elapsed[0] / requests * 1e6
+
+
+class ClosingSocket(FakeSocket):
+    """One request, then the client's FIN once we have sent ours; the fd is
+    reused by the next connection."""
+
+    def reopen(self) -> None:
+        self._eof = False
+
+    def recv(self, size: int) -> bytes:
+        return b"" if self._eof else self._data
+
+    def shutdown(self, how: int) -> None:
+        self._eof = True
+
+    def close(self) -> None:
+        pass
+
+    def release(self) -> None:
+        FakeSocket.close(self)
+
 
 # ---------------------------------------------------------------- WSGI
 
@@ -380,7 +446,17 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="WSGI: the cost of the hand-off, environ, cycle, start_response")
     parser.add_argument("--part", choices=WSGI_PARTS, default="request", help=argparse.SUPPRESS)
+    parser.add_argument("--refuse", action="store_true",
+                        help="each request on a new connection, refused by --limit-concurrency")
     args = parser.parse_args()
+    if args.refuse:
+        if args.instructions:
+            print("%s: %d instructions/request (refused: 503, new connection each)" % (
+                sys.implementation.name + ".".join(map(str, sys.version_info[:2])),
+                count_instructions(False, extra=["--refuse"])))
+        else:
+            print("%.2f us/request refused" % measure_refusals(args.requests))
+        return
     if args.wsgi or args.breakdown:
         if args.breakdown:
             breakdown(args.instructions, args.echo)

@@ -155,7 +155,7 @@ QUICK_SERVERS = ["selectserver", "selectserver-wsgi", "selectserver-pypy",
 @dataclasses.dataclass
 class Scenario:
     """One workload. kind: "wrk" (throughput), "ws" (websocket echo), "idle" (10k
-    connections) or "transfer"."""
+    connections), "transfer" or "overload" (wrk; 503s expected, 2xx/s measured)."""
 
     key: str
     title: str
@@ -168,6 +168,7 @@ class Scenario:
     probe: tuple = ("GET", "/", b"", b"Hello, world!")   # method, path, body, expected body
     note: str = ""
     servers: tuple = ()        # the only servers it runs on; () = every server of its interfaces
+    server_flags: list = dataclasses.field(default_factory=list)   # after the server's own
 
 
 HELLO = {"asgi": "asgi_hello", "wsgi": "wsgi_hello"}
@@ -213,6 +214,24 @@ SCENARIOS = [
     Scenario("DOWN", "RSS during a 1 GiB download",
              {"asgi": "asgi_download", "wsgi": "wsgi_download"}, kind="transfer",
              probe=("GET", "/download?bytes=10", b"", 10)),
+]
+# Overload (issue 16): --limit-concurrency N, an app whose requests wait 10 ms (so they are
+# really in flight together), and N, 2N, 4N, 10N wrk connections. What counts is the rate of
+# 2xx answers: the excess gets 503s, which must not eat the admitted requests' share.
+OVERLOAD_LIMIT = 10
+OVERLOAD_FACTORS = (1, 2, 4, 10)
+OVERLOAD_KEYS = ["O%d" % (OVERLOAD_LIMIT * factor) for factor in OVERLOAD_FACTORS]
+OVERLOAD_GOODPUT = 0.9      # at 2N, 4N, 10N: at least this share of the 2xx rate at N
+SCENARIOS += [
+    Scenario(key, "overload: limit %d, %d connections" % (OVERLOAD_LIMIT, connections),
+             {"asgi": "asgi_work", "wsgi": "wsgi_work"}, kind="overload",
+             connections=connections, servers=("selectserver", "selectserver-wsgi"),
+             server_flags=["--limit-concurrency", str(OVERLOAD_LIMIT),
+                           "--threads", str(OVERLOAD_LIMIT)],
+             note="--limit-concurrency %d; each request sleeps 10 ms (WSGI: on one of %d "
+                  "threads); 503s are expected, the figure is 2xx answers per second"
+                  % (OVERLOAD_LIMIT, OVERLOAD_LIMIT) if connections == OVERLOAD_LIMIT else "")
+    for key, connections in zip(OVERLOAD_KEYS, (OVERLOAD_LIMIT * f for f in OVERLOAD_FACTORS))
 ]
 SCENARIOS_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
 QUICK_SCENARIOS = ["A", "D", "E", "F", "W"]
@@ -950,7 +969,29 @@ def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
     return box[0].decode().strip() if box else ""
 
 
-MEASURES = {"wrk": measure_wrk, "ws": measure_wrk, "idle": measure_idle,
+def measure_overload(server: Server, scenario: Scenario, mode: Mode, handle: ServerProcess,
+                     options) -> dict:
+    """Like measure_wrk, but the 503s are the point: each run's rate is its 2xx answers per
+    second; a socket error still makes it invalid."""
+    summary = measure_wrk(server, scenario, mode, handle, options)
+    for run in summary["runs"]:
+        refused = run["non_2xx_3xx"]
+        seconds = run.get("seconds") or mode.duration_s
+        run["answered_rps"] = run["rps"]
+        run["refused_rps"] = refused / seconds
+        run["rps"] = (run["requests"] - refused) / seconds
+        run["invalid"] = run_errors(dict(run, non_2xx_3xx=0))
+    runs = summary.pop("runs")
+    summary.update(summarize(runs))
+    summary["runs"] = runs
+    middle = sorted(runs, key=lambda run: run["rps"] or 0)[len(runs) // 2]
+    summary["refused_rps"] = middle["refused_rps"]
+    summary["answered_rps"] = middle["answered_rps"]
+    return summary
+
+
+MEASURES = {"wrk": measure_wrk, "ws": measure_wrk, "overload": measure_overload,
+            "idle": measure_idle,
             "transfer": measure_transfer}
 
 
@@ -1116,7 +1157,7 @@ def estimated_seconds(mode: Mode, pairs: list) -> float:
     total = 0.0
     for server, scenario in pairs:
         total += 2.5    # start, probe, stop
-        if scenario.kind in ("wrk", "ws"):
+        if scenario.kind in ("wrk", "ws", "overload"):
             warmup = mode.pypy_max_warmup_s if server.is_pypy else mode.warmup_s
             total += warmup + mode.runs * mode.duration_s + 0.2 * (mode.runs + 1)
         elif scenario.kind == "idle":
@@ -1130,10 +1171,11 @@ def run_pair(server: Server, scenario: Scenario, mode: Mode, options) -> dict:
     app = scenario.apps[server.interface]
     port = free_port()
     argv, dropped = server_argv(server, app, port)
+    argv += scenario.server_flags
     log_path = os.path.join(LOG_DIR, "%s-%s.log" % (server.name, scenario.key))
     record = {"server": server.name, "scenario": scenario.key, "app": app,
               "server_command": " ".join(shlex.quote(part) for part in _relative(
-                  server_argv(server, app, "PORT")[0])),
+                  server_argv(server, app, "PORT")[0] + scenario.server_flags)),
               "dropped_flags": dropped}
     try:
         with ServerProcess(argv, log_path, port, scenario.probe,
@@ -1424,6 +1466,8 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
             lines += _table(["scenario", "ours"] + [SERVERS_BY_NAME[n].label for n in peers],
                             ratio_rows) + [""]
 
+    lines += _overload_table(results, index)
+
     memory = [record for record in results["records"] if record["scenario"] in
               ("IDLE", "UP", "DOWN")]
     if memory:
@@ -1521,6 +1565,39 @@ def render(results: dict, chart_name: str | None, chart_note: str) -> str:
     for key, value in results["versions"].items():
         lines.append("- %s: %s" % (key, portable(str(value))))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _overload_table(results: dict, index: dict) -> list:
+    """2xx/s as the connections grow past --limit-concurrency, against the rate at N."""
+    keys = [key for key in OVERLOAD_KEYS if key in results["scenarios"]]
+    servers = [name for name in results["servers"]
+               if any((key, name) in index for key in keys)]
+    if not keys or not servers:
+        return []
+    lines = ["### Overload: 2xx per second with --limit-concurrency %d (goodput)" % OVERLOAD_LIMIT,
+             "", "At 2N, 4N and 10N connections the 2xx rate should stay at least %d%% of the "
+             "rate at N = %d connections; the rest are answered 503 at once." % (
+                 100 * OVERLOAD_GOODPUT, OVERLOAD_LIMIT), ""]
+    rows = []
+    for name in servers:
+        base = _rate(index.get((OVERLOAD_KEYS[0], name)))
+        for key in keys:
+            record = index.get((key, name))
+            if record is None:
+                continue
+            rate = _rate(record)
+            if rate is None:
+                rows.append([SERVERS_BY_NAME[name].label, SCENARIOS_BY_KEY[key].connections,
+                             _cell(record), "", "", ""])
+                continue
+            share = rate / base if base else None
+            verdict = ("" if key == OVERLOAD_KEYS[0] or share is None else
+                       "met" if share >= OVERLOAD_GOODPUT else "missed")
+            rows.append([SERVERS_BY_NAME[name].label, SCENARIOS_BY_KEY[key].connections,
+                         _k(rate), "%.0f%%" % (100 * share) if share is not None else "-",
+                         _k(record.get("refused_rps")), verdict])
+    return lines + _table(["server", "wrk connections", "2xx/s", "of the rate at N", "503/s",
+                           ">= %d%%" % (100 * OVERLOAD_GOODPUT)], rows) + [""]
 
 
 def portable(text: str) -> str:

@@ -544,7 +544,7 @@ class Connection:
         if self.state is CLOSING:
             self._flushed()
             return
-        if self.parser.buffered_bytes and self.state in _AWAITING_HEAD:
+        if not self._interest & EVENT_READ and self.state in _AWAITING_HEAD:
             # Pipelined requests waited for their turn (_serve_buffered).
             self._serve_buffered()
             return
@@ -615,11 +615,12 @@ class Connection:
         Never called inside an app's task step (a task cannot start there).
         """
         parser = self.parser
+        buffer, write_high_bytes = self._write_buffer, self.server.write_high_bytes
         while True:
             state = self.state
             if state is not IDLE and state not in _AWAITING_HEAD:
                 break
-            if self._write_buffer.size > self.server.write_high_bytes:
+            if buffer.size > write_high_bytes:
                 # The client does not read its answers: the next request
                 # waits until they are sent (on_writable), or memory would
                 # grow with every pipelined request.

@@ -541,14 +541,21 @@ class Connection:
             if self.cycle is not None and buffer.size <= self.server.write_low_bytes:
                 self.cycle.on_drained()
             return
-        if self.state is CLOSING:
+        state = self.state
+        if state is CLOSING:
             self._flushed()
             return
-        if not self._interest & EVENT_READ and self.state in _AWAITING_HEAD:
+        if state not in _AWAITING_HEAD:
+            self._update_interest()
+        elif not self._interest & EVENT_READ:
             # Pipelined requests waited for their turn (_serve_buffered).
             self._serve_buffered()
             return
-        self._update_interest()
+        elif self._interest != EVENT_READ or self._file is not None or self.parser.buffered_bytes:
+            self._update_interest()
+        # Else all is sent, nothing is buffered and we read: _update_interest()
+        # would want EVENT_READ, which is already set (one call fewer per
+        # keep-alive response, see benchmarks/RESULTS.md).
         if self.cycle is not None:
             self.cycle.on_drained()
 

@@ -9,9 +9,11 @@ CIDRs or ``*``).  Connections over a Unix socket are trusted: the socket
 file's permissions already decide who may connect.
 
 Pure functions and one small class: no sockets, no config object.  The
-ASGI and WSGI adapters call ``TrustedProxies.trusts()`` once per request
-(a dict lookup after the first request from an address) and, only for a
-trusted peer, ``resolve()`` on the request's headers.
+WSGI adapter calls ``TrustedProxies.trusts()`` once per request (a dict
+lookup after the first request from an address) and, only for a trusted
+peer, ``resolve()`` on the request's headers; the ASGI adapter hands the
+peer to ``apply_to_scope()``, which asks ``trusts()`` only when the request
+carries a proxy field.
 """
 
 from __future__ import annotations
@@ -123,13 +125,19 @@ def from_config(config: Any) -> Optional[TrustedProxies]:
     return TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
 
 
-def resolve(headers: Sequence[Tuple[bytes, bytes]], trusted: TrustedProxies) -> Optional[Forwarded]:
+# resolve()'s default ``peer``: the caller already knows the peer is trusted.
+TRUSTED_PEER: Any = object()
+
+
+def resolve(headers: Sequence[Tuple[bytes, bytes]], trusted: TrustedProxies,
+            peer: Any = TRUSTED_PEER) -> Optional[Forwarded]:
     """Read the proxy headers of a request that came from a trusted peer.
 
     ``Forwarded`` wins over the ``X-Forwarded-*`` family when both are sent.
     The client is the rightmost address that is not itself a trusted proxy
     (every proxy appends the peer it saw), or the leftmost if all are.
-    Returns None when the request carries no proxy header.
+    Returns None when the request carries no proxy header, or when
+    ``peer`` (a connection's client address) is given and not trusted.
     """
     forwarded = forwarded_for = proto = host = None
     for name, value in headers:
@@ -143,10 +151,12 @@ def resolve(headers: Sequence[Tuple[bytes, bytes]], trusted: TrustedProxies) -> 
                 proto = value
             else:
                 host = value
+    if forwarded is None and forwarded_for is None and proto is None and host is None:
+        return None
+    if peer is not TRUSTED_PEER and not trusted.trusts(peer):
+        return None   # anyone may send the fields: they count from a trusted proxy only
     if forwarded is not None:
         return _from_forwarded(forwarded.decode("latin-1"), trusted)
-    if forwarded_for is None and proto is None and host is None:
-        return None
     result = Forwarded()
     if forwarded_for is not None:
         nodes = [_split_node(entry.strip()) for entry in forwarded_for.decode("latin-1").split(",")]
@@ -249,11 +259,17 @@ def scheme_for(scope_type: str, scheme: str) -> str:
     return table[scheme]
 
 
-def apply_to_scope(scope: Dict[str, Any], trusted: TrustedProxies) -> None:
-    """Adjust an ASGI ``http``/``websocket`` scope from a trusted peer's proxy headers."""
-    forwarded = resolve(scope["headers"], trusted)
-    if forwarded is None:
-        return
+def apply_to_scope(scope: Dict[str, Any], trusted: TrustedProxies,
+                   peer: Any = TRUSTED_PEER) -> None:
+    """Adjust an ASGI ``http``/``websocket`` scope from a trusted peer's proxy
+    headers (with ``peer``, the connection's client: if it is trusted)."""
+    forwarded = resolve(scope["headers"], trusted, peer)
+    if forwarded is not None:
+        forwarded_to_scope(scope, forwarded)
+
+
+def forwarded_to_scope(scope: Dict[str, Any], forwarded: Forwarded) -> None:
+    """Adjust an ASGI ``http``/``websocket`` scope to what ``resolve()`` found."""
     if forwarded.client is not None:
         scope["client"] = forwarded.client
     if forwarded.scheme is not None:

@@ -334,7 +334,8 @@ class RequestParser:
         # Each CRLF is two control octets; any other is a CTL, a bare CR or LF.
         # Checked before the request line is read, so that the answer does
         # not depend on how the head was split into feeds (see _incomplete_head).
-        if len(head) - len(head.translate(None, FIELD_LINE_CONTROLS)) != 2 * (len(lines) - 1):
+        field_count = len(lines) - 1   # one CRLF each; also checked against the limit below
+        if len(head) - len(head.translate(None, FIELD_LINE_CONTROLS)) != 2 * field_count:
             raise BadRequest(_octet_error(lines))
         # endregion: control-octets
         # The line has no CTL but maybe HTAB (checked above); what else
@@ -354,7 +355,7 @@ class RequestParser:
             raise BadRequest("fragment in the request target")
         origin_form = target[:1] == b"/" and method != b"CONNECT"
         authority = None if origin_form else _check_target_form(method, target)
-        if len(lines) - 1 > limits.max_header_count:
+        if field_count > limits.max_header_count:
             raise HeaderFieldsTooLarge("more than %d header fields" % limits.max_header_count)
 
         del lines[0]   # the field lines remain; cheaper than a copy without it

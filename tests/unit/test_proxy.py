@@ -52,6 +52,21 @@ def test_no_proxy_headers():
     assert resolve([(b"host", b"a.example")], DEFAULT) is None
 
 
+def test_the_peer_is_asked_only_when_a_proxy_field_is_there():
+    trusted = TrustedProxies("127.0.0.1")
+    assert resolve([(b"host", b"a.example")], trusted, ("10.0.0.1", 1)) is None
+    assert trusted._decisions == {}   # no proxy field: no question
+    fields = headers(x_forwarded_for="203.0.113.7", x_forwarded_proto="https")
+    assert resolve(fields, trusted, ("10.0.0.1", 1)) is None   # anyone may send them
+    assert resolve(fields, trusted, ("127.0.0.1", 1)).client == ("203.0.113.7", 0)
+    assert resolve(fields, TrustedProxies(""), None).scheme == "https"   # a Unix socket peer
+    scope = {"type": "http", "client": ("10.0.0.1", 1), "scheme": "http", "headers": fields}
+    apply_to_scope(scope, trusted, ("10.0.0.1", 1))
+    assert scope["client"] == ("10.0.0.1", 1) and scope["scheme"] == "http"
+    apply_to_scope(scope, trusted, ("127.0.0.1", 1))
+    assert scope["client"] == ("203.0.113.7", 0) and scope["scheme"] == "https"
+
+
 @pytest.mark.parametrize("value, client", [
     ("203.0.113.7", ("203.0.113.7", 0)),
     ("203.0.113.7, 127.0.0.1", ("203.0.113.7", 0)),           # our trusted proxy's own hop skipped

@@ -68,6 +68,7 @@ class HTTPCycle(Cycle):
 
     # -- receive ----------------------------------------------------------------
 
+    # region: receive
     async def receive(self) -> Dict[str, Any]:
         while True:
             if self.disconnected or self.phase is _DONE:
@@ -83,6 +84,7 @@ class HTTPCycle(Cycle):
                 await self._receiving
             finally:
                 self._receiving = None
+    # endregion: receive
 
     def _take_body(self) -> Optional[Dict[str, Any]]:
         conn = self.conn
@@ -118,6 +120,7 @@ class HTTPCycle(Cycle):
                     else "http.response.body after the response completed")
             if self.disconnected:
                 raise ClientDisconnected("client disconnected")
+            # region: send-body
             body = message.get("body", b"")
             more = message.get("more_body", False)
             if not more:
@@ -146,6 +149,7 @@ class HTTPCycle(Cycle):
                     await self._sending
                 finally:
                     self._sending = None
+            # endregion: send-body
         elif kind == "http.response.start":
             if self.phase is not _START:
                 raise RuntimeError("http.response.start sent twice")
@@ -210,6 +214,7 @@ class HTTPCycle(Cycle):
 
     def on_app_done(self, task: AppTask) -> None:
         conn = self.conn
+        # region: release-exception
         # Neither the task nor this cycle keeps the exception: its traceback
         # holds the app's frames, which hold the task and this cycle
         # (receive, send) and what the app had open -- a streaming
@@ -217,6 +222,7 @@ class HTTPCycle(Cycle):
         # for a garbage collection.
         error = task.take_exception() if task._exception is not None else None
         self.task = None
+        # endregion: release-exception
         if error is not None:
             if self.disconnected and _client_left(error):
                 # A client that leaves is normal (STYLE.md §7: peer gone).
@@ -231,6 +237,7 @@ class HTTPCycle(Cycle):
             log.error("ASGI app returned without %s (%s)",
                       "starting a response" if self.phase is _START else "completing the response",
                       _describe(self.scope))
+        # region: failed-response
         if self.phase is _START:
             self.phase = _DONE
             conn.respond_error(500)
@@ -242,8 +249,10 @@ class HTTPCycle(Cycle):
             if conn.cycle is self:
                 conn.cycle = None
                 conn.close_after_flush()
+        # endregion: failed-response
 
 
+# region: client-left
 def _client_left(error: BaseException, depth: int = 0) -> bool:
     """Whether ``error`` comes from the client leaving: our own
     ``ClientDisconnected``, a connection error, or a framework's exception
@@ -258,6 +267,7 @@ def _client_left(error: BaseException, depth: int = 0) -> bool:
         return all(_client_left(member, depth + 1) for member in members)
     cause = error.__cause__ or error.__context__
     return cause is not None and _client_left(cause, depth + 1)
+# endregion: client-left
 
 
 # Exceptions frameworks raise when the client left (the name is all we may
@@ -283,6 +293,7 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
     # requests).
     base_context = contextvars.copy_context()
 
+    # region: handle
     def handle(conn: Connection, request: Request) -> None:
         scope = build_scope(conn, request, root_path, root_path_bytes)
         if trusted is not None:
@@ -309,10 +320,12 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
                        conn.continue_serving, base_context.copy())
         cycle.task = task
         task.start()
+    # endregion: handle
 
     return handle
 
 
+# region: build-scope
 def build_scope(conn: Connection, request: Request, root_path: str,
                 root_path_bytes: bytes) -> Dict[str, Any]:
     """The ``http`` scope for ``request`` (ASGI spec 2.4)."""
@@ -336,6 +349,7 @@ def build_scope(conn: Connection, request: Request, root_path: str,
         "headers": request.headers,
         "extensions": {"http.response.pathsend": {}},
     }
+# endregion: build-scope
 
 
 def _describe(scope: Dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ class Lifespan:
         self.supported = mode != "off"
         self.found_unsupported = False   # mode auto, and the app raised instead of answering
 
+    # region: startup
     async def startup(self) -> None:
         """Send ``lifespan.startup`` and wait for the answer.
 
@@ -63,6 +64,7 @@ class Lifespan:
         # The worker says so, once per server (not once per worker).
         self.supported = False
         self.found_unsupported = True
+    # endregion: startup
 
     async def shutdown(self) -> None:
         """Send ``lifespan.shutdown`` and wait (a failure is only logged)."""

@@ -229,10 +229,12 @@ def test_max_requests_is_counted_per_request(start):
     assert load.failures == []
     recycled = [int(m.group(1)) for m in server.log_matches(re.compile(r"Worker (\d+) served"))]
     served = collections.Counter(int(body) for body in load.seen())
-    # The request that reached the limit, plus at most one per client that
-    # was already queued or in flight when the worker stopped taking work.
+    # The request that reached the limit, plus per client at most one in
+    # flight and one already queued in the backlog the worker accepts before
+    # closing its listeners: "within a few requests of N", where counting on
+    # the once-a-second heartbeat served thousands more.
     for pid in recycled[:2]:
-        assert limit <= served[pid] <= limit + 2, (pid, served)
+        assert limit <= served[pid] <= limit + 4, (pid, served)
 
 
 def test_a_worker_killed_during_a_reload_is_replaced_within_a_second(start):

@@ -130,18 +130,23 @@ def test_readline_iteration_over_the_body(serve):
     assert body == lines and headers["X-Lines"] == "1000"
 
 
+def send_after_continue(sock, body):
+    """Wait for the interim 100 Continue, send ``body``; returns what came after the 100."""
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        interim += sock.recv(1024)
+    assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    sock.sendall(body)
+    return interim.partition(b"\r\n\r\n")[2]
+
+
 def test_100_continue_only_when_the_app_reads_a_streamed_body(serve):
     head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\n\r\n")
     server = serve(wsgi_apps.echo, wsgi_stream_input=True)
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(head)
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(1024)
-        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        sock.sendall(b"hello")
-        status, _, body, _ = read_response(sock, interim.partition(b"\r\n\r\n")[2])
+        status, _, body, _ = read_response(sock, send_after_continue(sock, b"hello"))
         assert (status, body) == (200, b"hello")
     server = serve(wsgi_apps.never_reads, wsgi_stream_input=True)
     with socket.create_connection(server.address, timeout=10) as sock:
@@ -157,12 +162,7 @@ def test_100_continue_at_once_when_the_body_is_buffered(serve):
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                      b"Expect: 100-continue\r\n\r\n")
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(1024)
-        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        sock.sendall(b"hello")
-        status, _, body, _ = read_response(sock, interim.partition(b"\r\n\r\n")[2])
+        status, _, body, _ = read_response(sock, send_after_continue(sock, b"hello"))
         assert (status, body) == (200, b"not interested")
 
 

@@ -48,9 +48,6 @@ FIELD_LINE_CHARS = VCHAR + OBS_TEXT + b" \t"
 # callgrind, CPython 3.11).  What is deleted is counted.
 FIELD_LINE_CONTROLS = bytes(sorted(set(range(256)) - set(FIELD_LINE_CHARS)))
 
-# RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-SCHEME_CHARS = ALPHA + DIGIT + b"+-."
-
 # RFC 3986 §3.2.2, the uri-host of Host (RFC 9110 §7.2) and authority-form:
 #   uri-host   = IP-literal / IPv4address / reg-name
 #   reg-name   = *( unreserved / pct-encoded / sub-delims )

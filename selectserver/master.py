@@ -379,6 +379,10 @@ class WorkerProcess:
         old, self.state = self.state, next_state(self.state, event)
         return old
 
+    def deadline_by(self, deadline: float) -> None:
+        """Be killed by ``deadline`` at the latest: an earlier deadline stands."""
+        self.deadline = min(self.deadline, deadline) if self.deadline else deadline
+
     def __repr__(self) -> str:
         return "<WorkerProcess %d slot %d %s>" % (self.pid, self.slot, self.state.value)
 
@@ -541,13 +545,12 @@ class Master:
         new = worker.state
         log.debug("Worker %d: %s -> %s (%s)", worker.pid, old.value, new.value, event.value)
         if new is RETIRING or new is STOPPING:
-            deadline = now + self.config.timeout_graceful_shutdown_s + LIFESPAN_SHUTDOWN_MARGIN_S
-            worker.deadline = min(worker.deadline, deadline) if worker.deadline else deadline
+            worker.deadline_by(now + self.config.timeout_graceful_shutdown_s
+                               + LIFESPAN_SHUTDOWN_MARGIN_S)
             if event is not RECYCLED:   # a recycled worker is stopping already
                 self._kill(worker, signal.SIGTERM)
         elif new is QUITTING:
-            deadline = now + IMMEDIATE_STOP_S
-            worker.deadline = min(worker.deadline, deadline) if worker.deadline else deadline
+            worker.deadline_by(now + IMMEDIATE_STOP_S)
             self._kill(worker, signal.SIGQUIT)
         elif new is STUCK:
             # faulthandler writes from its C signal handler, even while the

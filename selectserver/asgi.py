@@ -201,12 +201,10 @@ class HTTPCycle(Cycle):
 
     def on_disconnect(self) -> None:
         self.disconnected = True
-        conn = self.conn
-        on_response = conn.server.on_response
-        if on_response is not None and self.phase is not _DONE:
+        if self.phase is not _DONE:
             # The access log has a line for a response cut short, with what
             # was sent.
-            on_response(conn, conn.request, conn.writer, conn.loop.time() - conn.started_at)
+            self.conn.log_response()
         self._wake_receiver()
         self._wake_sender()
 

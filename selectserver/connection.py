@@ -784,9 +784,7 @@ class Connection:
         state = self.state
         if state is RUNNING or state is RUNNING_LAST:
             self.write(error_response(status, self.server.date_server + fields, detail))
-            if self.state is not CLOSED:
-                self._transition(FINISH)
-                self._closing()
+            self.close_after_flush()   # nothing if the write found the peer gone
         self.cycle = None
 
     # region: write
@@ -831,7 +829,7 @@ class Connection:
         if server.limit_concurrency is not None:
             server.in_flight.discard(self)
         if server.on_response is not None:
-            server.on_response(self, self.request, writer, _monotonic() - self.started_at)
+            self.log_response()
         self.cycle = None
         state = self.state
         if state is not RUNNING and state is not RUNNING_LAST:
@@ -853,6 +851,13 @@ class Connection:
         # _serve_buffered's loop (the app answered at once) or the task's
         # continue_serving() (it answered later) goes on from here.
     # endregion: finish-response
+
+    def log_response(self) -> None:
+        """Give the access log (when it is on) its line for this response,
+        as far as it was sent."""
+        on_response = self.server.on_response
+        if on_response is not None:
+            on_response(self, self.request, self.writer, _monotonic() - self.started_at)
 
     def close_after_flush(self) -> None:
         """Close once the write buffer is sent, with a lingering close

@@ -12,8 +12,9 @@ Pure functions and one small class: no sockets, no config object.  The
 WSGI adapter calls ``TrustedProxies.trusts()`` once per request (a dict
 lookup after the first request from an address) and, only for a trusted
 peer, ``resolve()`` on the request's headers; the ASGI adapter hands the
-peer to ``apply_to_scope()``, which asks ``trusts()`` only when the request
-carries a proxy field.
+peer to ``resolve()``, which asks ``trusts()`` only when the request carries
+a proxy field, and calls ``forwarded_to_scope()`` only when there is
+something to apply (``apply_to_scope()`` is the two together).
 """
 
 from __future__ import annotations

@@ -594,9 +594,16 @@ class Master:
             return
         self.spawn_not_before = 0.0
         filled = {worker.slot for worker in self.workers.values() if worker.state in HOLDS_SLOT}
+        if not self.ever_ready and filled:
+            # Until one worker has been ready, one boots alone: an app that
+            # cannot be imported (or whose startup fails) then says so once,
+            # not once per worker.  The others fork as soon as it is ready.
+            return
         for slot in range(self.target):
             if slot not in filled:
                 self._spawn(slot, now)
+                if not self.ever_ready:
+                    return
 
     def _spawn(self, slot: int, now: float) -> WorkerProcess:
         listeners = self._listeners_for(slot)

@@ -50,6 +50,17 @@ def test_import_error_in_the_app_is_one_line_and_its_own_frames(tmp_path):
     assert len(log.splitlines()) <= 10, log
 
 
+@pytest.mark.expect_errors("^cannot import 'brokenapp:app': ModuleNotFoundError",
+                           r"^Traceback \(the app's frames\)", r"^Worker \d+ failed to boot")
+@forks
+def test_import_error_with_several_workers_is_told_once(tmp_path):
+    write(tmp_path, "brokenapp.py", "import no_such_dependency\napp = None\n")
+    code, log = failed_boot(tmp_path, "brokenapp:app", "--workers", "4")
+    assert code == 3
+    assert log.count("cannot import 'brokenapp:app'") == 1, log
+    assert log.count("failed to boot") == 1, log
+
+
 @pytest.mark.expect_errors("^cannot import '(nosuchmodule|emptyapp):app'", r"^Worker \d+ failed to boot")
 @forks
 def test_missing_module_and_attribute(tmp_path):

@@ -109,8 +109,9 @@ def make_master():
     def make(**options):
         master = FakeMaster(**options)
         masters.append(master)
-        master.turn(0.0)
-        master.serving(0.0)
+        for _ in range(2):   # the first worker boots alone, then the rest
+            master.turn(0.0)
+            master.serving(0.0)
         return master
 
     yield make
@@ -121,6 +122,19 @@ def make_master():
 def test_start_fills_every_slot(make_master):
     master = make_master(workers=2)
     assert master.states() == [(0, "SERVING"), (1, "SERVING")]
+
+
+def test_until_one_worker_is_ready_one_boots_alone():
+    master = FakeMaster(workers=3)
+    try:
+        master.turn(0.0)
+        master.turn(0.1)
+        assert master.states() == [(0, "BOOTING")]
+        master.serving(0.2)
+        master.turn(0.2)
+        assert master.states() == [(0, "SERVING"), (1, "BOOTING"), (2, "BOOTING")]
+    finally:
+        master.close()
 
 
 def test_a_rolling_replacement_starts_the_new_worker_first(make_master):

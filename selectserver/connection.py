@@ -919,7 +919,8 @@ class Connection:
         turns out shorter than ``count``.
         """
         count = self.writer.file_body(count)
-        zero_copy = _HAS_SENDFILE and not isinstance(self.sock, ssl.SSLSocket)
+        # Not over TLS: sendfile() would put the file on the wire unencrypted.
+        zero_copy = _HAS_SENDFILE and self.server.ssl_context is None
         try:
             fd = file.fileno()
         except (AttributeError, OSError, ValueError):

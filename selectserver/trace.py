@@ -45,6 +45,7 @@ import collections
 import errno
 import logging
 import os
+import ssl
 import threading
 import time
 import weakref
@@ -499,12 +500,9 @@ def _attach_stand_ins(tracer: Tracer, fd: int, data: Any) -> None:
     if sock is None:
         return
     if hasattr(data, "parser"):
-        # A connection.  A TLS socket stays itself: code that asks whether a
-        # socket is TLS must get the true answer (sendfile would bypass TLS).
-        if type(sock).__name__ == "SSLSocket":
-            if fd not in tracer.interest:
-                tracer.say("conn", "fd %d speaks TLS: its recv/send are not traced", fd)
-        elif not isinstance(sock, TracingSocket):
+        # A connection.  (Whether it speaks TLS the connection asks of its
+        # server's ssl_context, not of the socket, so a stand-in is safe.)
+        if not isinstance(sock, TracingSocket):
             data.sock = TracingSocket(sock, fd, tracer)
             tracer.eof.discard(fd)
         parser = data.parser
@@ -539,18 +537,41 @@ class TracingListenSocket:
 
 
 class TracingSocket:
-    """A connection's socket that says what each ``recv``/``send`` moved."""
+    """A connection's socket that says what each ``recv``/``send`` moved.
+
+    Over TLS the byte counts are the application's (decrypted) bytes, and
+    "the TLS layer wants to read" is TLS's way of saying EAGAIN: a record
+    is not whole yet, or the handshake needs the peer's next message.
+    """
 
     def __init__(self, sock: Any, fd: int, tracer: Tracer) -> None:
         self.sock = sock
         self.fd = fd
         self.tracer = tracer
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        if self.tls:
+            tracer.say("conn", "fd %d speaks TLS: recv/send below count decrypted bytes", fd)
+
+    def do_handshake(self) -> None:
+        try:
+            self.sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            self.tracer.say("conn", "fd %d TLS handshake: %s", self.fd, _tls_wants(exc))
+            raise
+        except OSError as exc:
+            self.tracer.say("conn", "fd %d TLS handshake failed: %s", self.fd, exc)
+            raise
+        self.tracer.say("conn", "fd %d TLS handshake done: %s, %s", self.fd,
+                        self.sock.version(), (self.sock.cipher() or ("?",))[0])
 
     def recv(self, size: int) -> bytes:
         try:
             data = self.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             self.tracer.say("conn", "fd %d recv: EAGAIN (nothing to read after all)", self.fd)
+            raise
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            self.tracer.say("conn", "fd %d recv: %s", self.fd, _tls_wants(exc))
             raise
         except OSError as exc:
             self.tracer.say("conn", "fd %d recv: %s", self.fd, _errno_name(exc))
@@ -578,6 +599,9 @@ class TracingSocket:
             self.tracer.say("conn", "fd %d %s: EAGAIN (the kernel's send buffer is full; "
                                     "wait for EVENT_WRITE)", self.fd, what)
             raise
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            self.tracer.say("conn", "fd %d %s: %s", self.fd, what, _tls_wants(exc))
+            raise
         except OSError as exc:
             self.tracer.say("conn", "fd %d %s: %s", self.fd, what, _errno_name(exc))
             raise
@@ -590,6 +614,12 @@ class TracingSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
+
+
+def _tls_wants(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLWantReadError):
+        return "the TLS layer wants to read first (no whole record yet; wait for EVENT_READ)"
+    return "the TLS layer wants to write first (wait for EVENT_WRITE)"
 
 
 def _errno_name(exc: OSError) -> str:

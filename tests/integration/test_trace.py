@@ -218,3 +218,27 @@ def test_a_wsgi_request_is_handed_to_a_thread_and_back(cli_server):
     eof = next(i for i, line in enumerate(lines) if re.match(r"^conn fd \d+ recv: EOF", line))
     assert any(re.match(r"^loop select\(.*-> .*fd \d+ \(wake-up pipe\) R", line)
                for line in lines[started:eof])
+
+
+from tests.integration.test_tls import certificate  # noqa: E402,F401  (a fixture)
+
+
+def test_tls_handshake_and_decrypted_bytes_are_narrated(cli_server, certificate):  # noqa: F811
+    server = cli_server("tests.apps.asgi_apps:hello", "--port", "0", "--trace",
+                        "--ssl-certfile", certificate["cert"], "--ssl-keyfile", certificate["key"])
+    import ssl
+    context = ssl.create_default_context(cafile=certificate["cert"])
+    client = http.client.HTTPSConnection(*server.address, context=context, timeout=10)
+    client.request("GET", "/secure")
+    assert client.getresponse().read() == b"Hello, world!"
+    client.close()
+    lines = trace_of(server)
+    assert_in_order(lines, [
+        r"^conn accept fd (\d+) from 127\.0\.0\.1:\d+",
+        r"^conn fd \d+ speaks TLS: recv/send below count decrypted bytes$",
+        r"^conn fd \d+ TLS handshake done: TLSv1\.\d, \S+$",
+        r"^conn fd \d+ recv \d+ bytes$",
+        r"^conn fd \d+ parser: head GET /secure HTTP/1\.1$",
+        r"^conn fd \d+ send \d+ bytes$",
+    ])
+    assert not any("not traced" in line for line in lines)

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
 
+from .http11.grammar import FIELD_LINE_CHARS, is_token
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -193,10 +195,8 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# RFC 9110 §5.6.2: tchar.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
+# The name and value rules are HTTP's (RFC 9110 §5.6.2 and §5.5), so they are
+# asked of http11.grammar, which the parser and the writer use too.
 def parse_header(text: str) -> "tuple[bytes, bytes]":
     """``"name: value"`` (``--header``) -> ``(b"name", b"value")``; the name is lowercased.
 
@@ -209,8 +209,8 @@ def parse_header(text: str) -> "tuple[bytes, bytes]":
         value_bytes = value.strip().encode("latin-1")
     except UnicodeEncodeError:
         raise ConfigError("--header %r: only ASCII names and Latin-1 values can be sent" % text) from None
-    if not colon or not name_bytes or not set(name_bytes) <= _TOKEN:
+    if not colon or not is_token(name_bytes):
         raise ConfigError("--header must be NAME:VALUE with a token as NAME, not %r" % text)
-    if any(byte < 0x20 and byte != 0x09 or byte == 0x7f for byte in value_bytes):
+    if value_bytes.translate(None, FIELD_LINE_CHARS):
         raise ConfigError("--header %r: the value holds a control character" % text)
     return name_bytes.lower(), value_bytes

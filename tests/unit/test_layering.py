@@ -31,7 +31,8 @@ LAYERS = [
     # 1. the event loop, and the coroutine stepper: nothing of ours below them
     {"loop", "task"},
     # 2. protocols without I/O, and the options (no I/O either)
-    {"errors", "config", "http11/grammar"},
+    {"errors", "http11/grammar"},
+    {"config"},
     {"http11/events"},
     {"http11/parser", "http11/writer", "websocket/frames"},
     {"http11/__init__", "websocket/handshake", "proxy"},

@@ -10,10 +10,12 @@ import http.client
 import os
 import re
 import socket
+import ssl
 
 import pytest
 
 from tests.integration.processes import REPO
+from tests.integration.test_tls import certificate  # noqa: F401  (a fixture)
 
 
 async def paced(scope, receive, send):
@@ -220,13 +222,9 @@ def test_a_wsgi_request_is_handed_to_a_thread_and_back(cli_server):
                for line in lines[started:eof])
 
 
-from tests.integration.test_tls import certificate  # noqa: E402,F401  (a fixture)
-
-
 def test_tls_handshake_and_decrypted_bytes_are_narrated(cli_server, certificate):  # noqa: F811
     server = cli_server("tests.apps.asgi_apps:hello", "--port", "0", "--trace",
                         "--ssl-certfile", certificate["cert"], "--ssl-keyfile", certificate["key"])
-    import ssl
     context = ssl.create_default_context(cafile=certificate["cert"])
     client = http.client.HTTPSConnection(*server.address, context=context, timeout=10)
     client.request("GET", "/secure")

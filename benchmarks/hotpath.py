@@ -17,6 +17,7 @@ quote for a before/after of an optimisation.
     python3 benchmarks/hotpath.py --wsgi --echo 4096 --instructions   # WSGI E
     python3 benchmarks/hotpath.py --wsgi --breakdown [--instructions]  # where it goes
     python3 benchmarks/hotpath.py --refuse         # a request over --limit-concurrency
+    python3 benchmarks/hotpath.py --close          # ... and a hello served with Connection: close
 
 WSGI: the request goes round the real way, loop -> pool thread -> loop, one
 request in flight (the next recv() is made once the answer is sent), so the
@@ -28,7 +29,8 @@ the hand-off to a thread and back), and the environ, the cycle and
 ``--refuse`` counts what one refusal costs the worker: a new ``Connection``,
 its request read and parsed, the 503 written, the connection closed and
 unregistered (the accept() and the kernel's part of the TCP connection are
-not in it).
+not in it); ``--close`` the same for a hello served on a new connection that
+asks to close, the fair comparison (a refused client must reconnect).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n"
            b"Accept: */*\r\n\r\n")
+CLOSE_REQUEST = REQUEST[:-2] + b"Connection: close\r\n\r\n"
 DATE_SERVER = b"date: Sun, 22 Nov 2026 05:00:00 GMT\r\nserver: selectserver\r\n"
 
 
@@ -190,11 +193,13 @@ def measure(requests: int, pipeline: int = 1, echo_bytes: int = 0) -> float:
     sock.close()
     return elapsed[0] / (reads * pipeline) * 1e6
 
-def measure_refusals(requests: int) -> float:
-    """Microseconds per request refused by --limit-concurrency."""
+def measure_refusals(requests: int, serve: bool = False) -> float:
+    """Microseconds per request refused by --limit-concurrency, each on a new
+    connection; with ``serve``, per hello served on a new connection that
+    asks to close (``Connection: close``): what the refusal saves."""
     from selectserver.asgi import make_handler
     from selectserver.config import Config
-    from selectserver.connection import Connection, ServerState
+    from selectserver.connection import CLOSED, Connection, ServerState
     from selectserver.loop import EventLoop
 
     def app(scope, receive, send):
@@ -203,10 +208,11 @@ def measure_refusals(requests: int) -> float:
     loop = EventLoop()
     asyncio.set_event_loop(loop)
     config = Config(access_log=False, limit_concurrency=1)
-    state = ServerState(config, make_handler(app, config))
+    state = ServerState(config, make_handler(hello if serve else app, config))
     state.date_server = DATE_SERVER
-    state.in_flight.add(object())   # the one request in flight, never done
-    sock = ClosingSocket(REQUEST)
+    if not serve:
+        state.in_flight.add(object())   # the one request in flight, never done
+    sock = ClosingSocket(CLOSE_REQUEST if serve else REQUEST)
     elapsed = []
 
     def run() -> None:
@@ -215,15 +221,16 @@ def measure_refusals(requests: int) -> float:
             for _ in range(requests):
                 sock.reopen()
                 conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
-                conn.on_readable()   # the request: 503, FIN, lingering close
-                conn.on_readable()   # the client's FIN: closed
+                conn.on_readable()       # the request: its answer, then closed
+                if conn.state is not CLOSED:
+                    conn.on_readable()   # (lingering) the client's FIN: closed
             elapsed.append(time.perf_counter() - started)
         finally:
             loop.stop()
 
     loop.call_soon(run)
     loop.run_forever()
-    assert sock.sends == requests and not state.connections, "each request: one 503, then closed"
+    assert sock.sends == requests and not state.connections, "each request: one answer, then closed"
     loop.close()
     asyncio.set_event_loop(None)
     sock.release()
@@ -448,14 +455,19 @@ def main() -> None:
     parser.add_argument("--part", choices=WSGI_PARTS, default="request", help=argparse.SUPPRESS)
     parser.add_argument("--refuse", action="store_true",
                         help="each request on a new connection, refused by --limit-concurrency")
+    parser.add_argument("--close", action="store_true",
+                        help="each request on a new connection with Connection: close, served "
+                             "(a hello): what --refuse is compared with")
     args = parser.parse_args()
-    if args.refuse:
+    if args.refuse or args.close:
+        what = "refused: 503" if args.refuse else "served, Connection: close"
         if args.instructions:
-            print("%s: %d instructions/request (refused: 503, new connection each)" % (
+            print("%s: %d instructions/request (%s, new connection each)" % (
                 sys.implementation.name + ".".join(map(str, sys.version_info[:2])),
-                count_instructions(False, extra=["--refuse"])))
+                count_instructions(False, extra=["--refuse" if args.refuse else "--close"]), what))
         else:
-            print("%.2f us/request refused" % measure_refusals(args.requests))
+            print("%.2f us/request (%s, new connection each)" % (
+                measure_refusals(args.requests, serve=args.close), what))
         return
     if args.wsgi or args.breakdown:
         if args.breakdown:

@@ -63,10 +63,15 @@ LARGE_WRITE_BYTES = 64 * 1024
 # At most this many pieces per sendmsg() (Linux's IOV_MAX is 1024).
 _MAX_GATHER = 64
 
-# Sent with the 503 of a request over --limit-concurrency (RFC 9110 §10.2.3):
-# a second is long enough for a burst to pass, short enough not to lose a
-# client that would have been served.
-RETRY_AFTER = b"retry-after: 1\r\n"
+# The Retry-After of a refused request (RFC 9110 §10.2.3): a second is long
+# enough for a burst to pass, short enough not to lose a client that would
+# have been served.
+RETRY_AFTER_S = 1
+REFUSAL_DETAIL = "the server is busy; try again later"
+
+# error_page() keeps at most this many pages (few are ever built: the
+# details are the server's own constant texts).
+_MAX_ERROR_PAGES = 16
 
 # A stopping worker gives an idle kept-alive connection this long to send
 # one last request (a busy client sends its next one at once; closing the
@@ -125,6 +130,7 @@ class Event(enum.Enum):
     FLUSHED = "all sent: FIN, then drop what the client still sends"
     PEER_GONE = "peer gone"               # EOF, reset, broken pipe
     CLOSE = "closed by the server"
+    REFUSED = "503 sent whole, nothing left to read: closed at once"
 
 
 HANDSHAKE, IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSED = (
@@ -132,7 +138,7 @@ HANDSHAKE, IDLE, READING_HEAD, RUNNING, UPGRADED, CLOSED = (
 GRACE, READING_LAST_HEAD, RUNNING_LAST, CLOSING, LINGERING = (
     State.GRACE, State.READING_LAST_HEAD, State.RUNNING_LAST, State.CLOSING, State.LINGERING)
 (TLS_DONE, BYTES, HEAD, KEEP_ALIVE, LAST_RESPONSE, UPGRADE, STOP, ERROR, FINISH, TIMEOUT,
- FLUSHED, GONE, CLOSE) = tuple(Event)
+ FLUSHED, GONE, CLOSE, REFUSED) = tuple(Event)
 
 # region: transitions
 TRANSITIONS: Dict[Tuple[State, Event], State] = {
@@ -155,6 +161,7 @@ TRANSITIONS: Dict[Tuple[State, Event], State] = {
     (RUNNING, FINISH): CLOSING,
     (RUNNING, TIMEOUT): CLOSING,         # the body is too slow: 408
     (RUNNING, STOP): RUNNING_LAST,
+    (RUNNING, REFUSED): CLOSED,          # no lingering: see refuse()
     (GRACE, BYTES): READING_LAST_HEAD,
     (GRACE, HEAD): RUNNING_LAST,
     (GRACE, ERROR): CLOSING,
@@ -168,6 +175,7 @@ TRANSITIONS: Dict[Tuple[State, Event], State] = {
     (RUNNING_LAST, ERROR): CLOSING,
     (RUNNING_LAST, FINISH): CLOSING,
     (RUNNING_LAST, TIMEOUT): CLOSING,
+    (RUNNING_LAST, REFUSED): CLOSED,
     (UPGRADED, FINISH): CLOSING,
     (CLOSING, FLUSHED): LINGERING,
     (CLOSING, TIMEOUT): CLOSED,
@@ -363,6 +371,9 @@ class ServerState:
         # connection closes; an upgraded connection stays until it closes).
         self.limit_concurrency = config.limit_concurrency
         self.in_flight: Set["Connection"] = set()
+        # error_page()'s pages for the current date_server.
+        self._error_pages: Dict[Tuple[int, str, bytes], Tuple[bytes, int]] = {}
+        self._error_pages_date = b""
         # Called as trace(conn, old_state, event, new_state) on every
         # transition when --trace is on (see trace.py).
         self.trace: Optional[Callable[["Connection", State, Event, State], None]] = None
@@ -370,6 +381,27 @@ class ServerState:
         # every response (by the cycle for one the client cut short); the
         # worker sets it when the access log is on.
         self.on_response: Optional[Callable[..., None]] = None
+
+    def error_page(self, status: int, detail: str = "", fields: bytes = b"") -> Tuple[bytes, int]:
+        """The server's own answer with ``status`` (``error_response()``)
+        and the size of its body.
+
+        Built once per ``date_server`` and kept: under overload the same 503
+        is sent thousands of times a second, and only its Date changes.
+        """
+        date_server = self.date_server
+        pages = self._error_pages
+        if date_server is not self._error_pages_date:
+            pages.clear()
+            self._error_pages_date = date_server
+        key = (status, detail, fields)
+        entry = pages.get(key)
+        if entry is None:
+            if len(pages) >= _MAX_ERROR_PAGES:
+                pages.clear()
+            page = error_response(status, date_server + fields, detail)
+            entry = pages[key] = (page, len(page) - page.index(b"\r\n\r\n") - 4)
+        return entry
 
     def admit(self, conn: "Connection") -> bool:
         """Count ``conn``'s new request in flight, or return False when
@@ -680,7 +712,7 @@ class Connection:
         if server.limit_concurrency is not None and not server.admit(self):
             # Refused without calling the app, after the head is read so the
             # client sees the 503 (closing an unread socket would reset it).
-            self.respond_error(503, "too many requests in flight", RETRY_AFTER)
+            self.refuse()
             return
         # The handler sets self.cycle before it starts the app, because an
         # app that answers at once finishes inside this call.
@@ -780,12 +812,75 @@ class Connection:
 
     def respond_error(self, status: int, detail: str = "", fields: bytes = b"") -> None:
         """Answer with a server-made error page and close after it; ``fields``
-        are extra header lines (``name: value\r\n`` each)."""
+        are extra header lines (``name: value\r\n`` each).
+
+        The response ends as an app's does (``_finish_response``): the
+        access log has its line, and the request leaves --limit-concurrency's
+        count at once, not when the lingering close is over.
+        """
         state = self.state
-        if state is RUNNING or state is RUNNING_LAST:
-            self.write(error_response(status, self.server.date_server + fields, detail))
-            self.close_after_flush()   # nothing if the write found the peer gone
+        if state is not RUNNING and state is not RUNNING_LAST:
+            self.cycle = None
+            return
+        page, body_bytes = self.server.error_page(status, detail, fields)
+        self.writer.answered(status, body_bytes)   # connection: close
+        self.write(page)
+        self._finish_response()
+
+    # region: refuse
+    def refuse(self, retry_after_s: int = RETRY_AFTER_S) -> None:
+        """Answer 503 with Retry-After and ``connection: close`` without
+        calling the app: --limit-concurrency is reached, or the WSGI queue
+        is full.  Ends the response as ``respond_error`` does.
+
+        Under overload this runs thousands of times a second, so it costs as
+        little as it honestly can: the page is built once per Date
+        (``ServerState.error_page``), sent in one ``send()``, and when that
+        takes it whole and nothing of the client's is left unread, the
+        socket is closed at once instead of lingering.
+        """
+        state = self.state
+        request = self.request
+        if ((state is not RUNNING and state is not RUNNING_LAST) or self._write_buffer.size
+                or self.parser.buffered_bytes or request.content_length or request.chunked):
+            # Answers still queued before ours, bytes of the client's not
+            # read (a pipelined request, a body): the lingering close.
+            self.respond_error(503, REFUSAL_DETAIL, b"retry-after: %d\r\n" % retry_after_s)
+            return
+        server = self.server
+        page, body_bytes = server.error_page(503, REFUSAL_DETAIL,
+                                             b"retry-after: %d\r\n" % retry_after_s)
+        self.writer.answered(503, body_bytes)
+        # Now, not at the end of the loop's batch: nothing is queued before
+        # it, and nothing will follow it on this connection.
+        try:
+            sent = self.sock.send(page)
+        except TRY_AGAIN:
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(exc)
+            return
+        if sent < len(page):
+            self._write_buffer.append(memoryview(page)[sent:] if sent else page)
+            self._finish_response()   # CLOSING: the rest, then the lingering close
+            return
+        # RFC 9112 §9.6 asks for a close in stages (FIN, then read until the
+        # client closes) because bytes that reach a closed socket make the
+        # kernel send a reset, which can destroy the answer before the client
+        # has read it.  Here every byte the client sent is read, the request
+        # had no body, and our answer says connection: close, so a client
+        # that waits for its answer (as RFC 9112 §9.3.2 expects of one that
+        # does not pipeline) sends nothing more.  Only a client that pipelined
+        # its next request right behind this one can be reset, and then it
+        # loses a 503 for a request the app never saw: RFC 9112 §9.3.2 tells
+        # it to retry what was not answered, which is safe here even for a
+        # POST, and what the 503 would have told it anyway.  Lingering would
+        # cost every refusal a shutdown(), a wake-up and a recv() more.
+        if server.on_response is not None:
+            self.log_response()
         self.cycle = None
+        self._close(REFUSED)   # also leaves in_flight (it never was, when admit() refused)
+    # endregion: refuse
 
     # region: write
     def write(self, data: bytes) -> None:

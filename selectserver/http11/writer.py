@@ -74,6 +74,14 @@ class ResponseWriter:
         self._framing = _NO_BODY
         self._remaining = 0
 
+    def answered(self, status: int, body_bytes: int) -> None:
+        """The server sent a complete answer of its own instead (an error
+        page with ``connection: close``): record it, for the access log."""
+        self.status = status
+        self.bytes_sent = body_bytes
+        self.keep_alive = False
+        self.started = self.finished = True
+
     def head(self, status: int, headers: Iterable[Tuple[bytes, bytes]],
              date_server: bytes) -> bytes:
         """The status line and header section, ending with the blank line.

@@ -488,13 +488,7 @@ class WSGICycle(Cycle):
         """503 without calling the app: the pool has no room (docs/wsgi.md)."""
         self._advance(REFUSED)
         self.input.close()
-        body = b"503 Service Unavailable\nthe server is busy; try again later\n"
-        self.conn.respond(503, [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            (b"retry-after", b"%d" % retry_after_s),
-            (b"connection", b"close"),
-        ], body, True)
+        self.conn.refuse(retry_after_s)
 
     def _respond_on_loop(self, status: int, headers: List[Tuple[bytes, bytes]],
                          body: bytes, end: bool) -> None:

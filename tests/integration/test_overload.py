@@ -58,16 +58,41 @@ def _read_to_close(sock):
         data += chunk
 
 
-@pytest.mark.parametrize("interface", ["asgi3", "wsgi"])
-def test_admitted_requests_are_served_and_the_excess_is_refused(serve, interface):
+def _queued(server, count):
+    """Are ``count`` requests handed to the server's WSGI pool (running or queued)?"""
+    state = server.worker.state
+    return sum(conn.cycle is not None for conn in list(state.connections)) >= count
+
+
+# limit: --limit-concurrency LIMIT refuses the request over it; queue: one
+# WSGI thread and --threads-queue LIMIT-1 (one request runs, the rest wait
+# for the thread) refuse the request the queue has no room for.
+@pytest.mark.parametrize("interface, bound", [("asgi3", "limit"), ("wsgi", "limit"),
+                                              ("wsgi", "queue")])
+def test_admitted_requests_are_served_and_the_excess_is_refused(serve, interface, bound):
     gate = Gate()
     app = gate.wsgi if interface == "wsgi" else gate.asgi
-    server = serve(app, interface=interface, limit_concurrency=LIMIT)
+    if bound == "limit":
+        server = serve(app, interface=interface, limit_concurrency=LIMIT)
+    else:
+        server = serve(app, interface=interface, threads=1, threads_queue=LIMIT - 1)
     admitted = [socket.create_connection(server.address, timeout=10) for _ in range(LIMIT)]
     try:
-        for sock in admitted:
-            sock.sendall(REQUEST)
-        gate.wait_entered(LIMIT)
+        if bound == "limit":
+            for sock in admitted:
+                sock.sendall(REQUEST)
+            gate.wait_entered(LIMIT)
+        else:
+            # One by one: requests read in the same turn of the loop reach
+            # the queue together, before the thread has taken the first.
+            admitted[0].sendall(REQUEST)
+            gate.wait_entered(1)
+            for count, sock in enumerate(admitted[1:], 2):
+                sock.sendall(REQUEST)
+                deadline = time.monotonic() + 30
+                while not _queued(server, count):
+                    assert time.monotonic() < deadline, "the request never reached the queue"
+                    time.sleep(0.01)
         # LIMIT requests are in flight: every other one is refused while they
         # run, each with its own answer, and the app never sees it.
         for _ in range(3):
@@ -78,7 +103,7 @@ def test_admitted_requests_are_served_and_the_excess_is_refused(serve, interface
             assert head.startswith(b"http/1.1 503 ")
             assert b"\r\nretry-after: 1" in head
             assert b"\r\nconnection: close" in head
-        assert gate.entered == LIMIT
+        assert gate.entered == (LIMIT if bound == "limit" else 1)
         gate.opened.set()
         for sock in admitted:   # served in full, and kept alive
             assert read_response(sock)[:3:2] == (200, b"served")

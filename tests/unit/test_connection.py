@@ -541,3 +541,91 @@ def test_shutdown_closes_a_handshake_and_asks_an_upgraded_protocol_to_end(make_c
     conn.state, conn.cycle = UPGRADED, Ending()
     conn.shutdown()
     assert conn.cycle.asked and conn.state is UPGRADED
+
+
+# -- refusals (--limit-concurrency, a full WSGI queue) and server-made errors -------
+
+
+def never_called(scope, receive, send):
+    raise AssertionError("a refused request reached the app")
+
+
+def full_conn(make_conn, app=never_called):
+    """A connection whose server has its one --limit-concurrency slot taken,
+    and the access log's calls."""
+    conn, sock = make_conn(app, limit_concurrency=1)
+    conn.server.in_flight.add(object())
+    logged = []
+    conn.server.on_response = lambda conn, request, writer, duration_s: logged.append(
+        (request.target, writer.status, writer.bytes_sent))
+    return conn, sock, logged
+
+
+def test_a_refusal_is_one_send_then_a_close_without_lingering(make_conn):
+    conn, sock, logged = full_conn(make_conn)
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert len(sock.sends) == 1
+    head, _, body = sock.sent.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nretry-after: 1\r\n" in head + b"\r\n" and b"\r\nconnection: close" in head
+    # Everything the client sent is read and it had no body: nothing can
+    # reach a closed socket but a pipelined request (see refuse()).
+    assert conn.state is CLOSED and sock.closed and sock.shut_down is None
+    assert logged == [(b"/a", 503, len(body))]
+    assert len(conn.server.in_flight) == 1
+
+
+def test_a_refusal_with_bytes_left_unread_lingers(make_conn):
+    conn, sock, logged = full_conn(make_conn)
+    # A pipelined request behind it, then a body: both unread when refused.
+    for request in (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"):
+        if conn.state is not IDLE:
+            conn, sock = make_conn(never_called, limit_concurrency=1)
+            conn.server.in_flight.add(object())
+            conn.server.on_response = lambda conn, request, writer, duration_s: logged.append(
+                (request.target, writer.status, writer.bytes_sent))
+        sock.reads.append(request)
+        make_conn.read(conn)
+        assert sock.sent.startswith(b"HTTP/1.1 503 ") and sock.sent.count(b"HTTP/1.1") == 1
+        assert conn.state is LINGERING and sock.shut_down == socket.SHUT_WR
+    assert [status for _, status, _ in logged] == [503, 503]
+
+
+def test_a_refusal_the_kernel_takes_in_part_is_finished_by_the_lingering_close(make_conn):
+    conn, sock, logged = full_conn(make_conn)
+    sock.room = 10
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.state is CLOSING and logged[0][1] == 503
+    sock.room = None
+    conn.on_writable()
+    assert sock.sent.startswith(b"HTTP/1.1 503 ") and sock.sent.endswith(b"later\n")
+    assert conn.state is LINGERING
+
+
+@pytest.mark.expect_errors(r"Exception in ASGI application \(GET /e\)")
+def test_a_server_made_error_has_its_access_line_and_frees_its_slot_at_once(make_conn):
+    def fails(scope, receive, send):
+        raise RuntimeError("boom")   # before the coroutine: the handler answers 500
+
+    conn, sock, logged = full_conn(make_conn, fails)
+    conn.server.in_flight.clear()
+    sock.reads.append(b"GET /e HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert sock.sent.startswith(b"HTTP/1.1 500 ")
+    assert logged == [(b"/e", 500, len(sock.sent.partition(b"\r\n\r\n")[2]))]
+    # The request is over: its slot is free while the close lingers.
+    assert conn.state is LINGERING and not conn.server.in_flight
+
+
+def test_error_pages_are_built_once_per_date(make_conn):
+    conn, sock = make_conn()
+    server = conn.server
+    page, body_bytes = server.error_page(503, "busy", b"retry-after: 1\r\n")
+    assert server.error_page(503, "busy", b"retry-after: 1\r\n")[0] is page
+    assert page.endswith(b"\r\n\r\n503 Service Unavailable\nbusy\n") and body_bytes == 29
+    server.date_server = DATE_SERVER.replace(b"05:00:00", b"05:00:01")
+    later, _ = server.error_page(503, "busy", b"retry-after: 1\r\n")
+    assert later == page.replace(b"05:00:00", b"05:00:01")

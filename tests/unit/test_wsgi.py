@@ -97,6 +97,10 @@ class FakeConnection:
         self.calls.append(("respond_error", status))
         self.cycle = None
 
+    def refuse(self, retry_after_s):
+        self.calls.append(("refuse", retry_after_s))
+        self.cycle = None
+
     def abort(self):
         self.calls.append(("abort",))
         self.cycle = None
@@ -877,9 +881,7 @@ def test_a_full_pool_refuses_with_503_and_retry_after():
     cycle.on_body = lambda cycle: cycle.refuse_on_loop(1)
     cycle.receive_on_loop()
     assert cycle.state is CycleState.DONE
-    (_, status, headers, body, end), = [c for c in conn.calls if c[0] == "respond"]
-    assert status == 503 and end and body.startswith(b"503")
-    assert (b"retry-after", b"1") in headers and (b"connection", b"close") in headers
+    assert conn.calls[-1] == ("refuse", 1) and conn.cycle is None
 
 
 # -- the cycle's state table ---------------------------------------------------------------

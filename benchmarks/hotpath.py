@@ -220,8 +220,8 @@ def measure_refusals(requests: int, serve: bool = False) -> float:
         try:
             for _ in range(requests):
                 sock.reopen()
-                conn = Connection(loop, sock, state, ("127.0.0.1", 50000))
-                conn.on_readable()       # the request: its answer, then closed
+                # As the worker accepts: the request is read at once.
+                conn = Connection(loop, sock, state, ("127.0.0.1", 50000), read_now=True)
                 if conn.state is not CLOSED:
                     conn.on_readable()   # (lingering) the client's FIN: closed
             elapsed.append(time.perf_counter() - started)

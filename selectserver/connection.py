@@ -428,7 +428,7 @@ class Connection:
 
     def __init__(self, loop: Any, sock: socket.socket, server: ServerState,
                  client: Optional[Tuple[str, int]] = None,
-                 local: Optional[Tuple[str, int]] = None) -> None:
+                 local: Optional[Tuple[str, int]] = None, read_now: bool = False) -> None:
         if server.ssl_context is not None:
             # No I/O here: the handshake happens in the loop (HANDSHAKE state).
             sock = server.ssl_context.wrap_socket(sock, server_side=True,
@@ -449,7 +449,8 @@ class Connection:
         self.writer: Optional[ResponseWriter] = None
         self.cycle: Optional[Cycle] = None
         self.started_at = 0.0
-        self._interest = EVENT_READ
+        # What the selector watches for; 0: the socket is not on it.
+        self._interest = 0
         # sendmsg(): plain sockets only (ssl.SSLSocket refuses it).
         self._write_buffer = WriteQueue(server.ssl_context is None and hasattr(sock, "sendmsg"))
         # A FileTransfer queued behind the write buffer (send_file), or None.
@@ -459,7 +460,18 @@ class Connection:
         self._continue_owed = False
         self._lingered_bytes = 0
         server.connections.add(self)
-        loop.add_connection(sock, self, EVENT_READ)
+        if read_now and state is IDLE:
+            # A client sends its request right behind its connect, so it is
+            # usually here when we accept: read it now, and put the socket on
+            # the selector only if the connection stays open.  A refusal, or
+            # a request that asks to close, is answered and closed without an
+            # epoll_ctl() or a wake-up of its own (RESULTS.md, issue 16).
+            self.on_readable()
+            if self.state is not CLOSED:
+                self._update_interest()
+        else:
+            self._interest = EVENT_READ
+            loop.add_connection(sock, self, EVENT_READ)
 
     # -- state ----------------------------------------------------------------
 
@@ -508,8 +520,11 @@ class Connection:
             if state is not UPGRADED or self.cycle is None or self.cycle.reading:
                 wanted |= EVENT_READ
         if wanted != self._interest:
+            if self._interest:
+                self.loop.set_interest(self.sock, self, wanted)
+            else:
+                self.loop.add_connection(self.sock, self, wanted)   # read_now, or paused
             self._interest = wanted
-            self.loop.set_interest(self.sock, self, wanted)
 
     # -- the loop's callbacks ---------------------------------------------------
 
@@ -1113,7 +1128,8 @@ class Connection:
         if self.state is CLOSED:
             return
         self._transition(event)
-        self.loop.remove_connection(self.sock)
+        if self._interest:
+            self.loop.remove_connection(self.sock)
         try:
             self.sock.close()
         except OSError:

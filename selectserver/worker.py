@@ -397,7 +397,7 @@ class Worker:
             client = (address[0], address[1])
         else:
             client = None
-        Connection(self.loop, sock, state, client, local)
+        Connection(self.loop, sock, state, client, local, read_now=True)
 
     # -- the tick ------------------------------------------------------------------
 

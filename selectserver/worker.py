@@ -397,7 +397,9 @@ class Worker:
             client = (address[0], address[1])
         else:
             client = None
-        Connection(self.loop, sock, state, client, local, read_now=True)
+        # Read the request at once (Connection's read_now), except under
+        # --trace, whose stand-ins go in when a socket is registered.
+        Connection(self.loop, sock, state, client, local, read_now=state.trace is None)
 
     # -- the tick ------------------------------------------------------------------
 

@@ -466,7 +466,16 @@ class Connection:
             # the selector only if the connection stays open.  A refusal, or
             # a request that asks to close, is answered and closed without an
             # epoll_ctl() or a wake-up of its own (RESULTS.md, issue 16).
-            self.on_readable()
+            try:
+                self.on_readable()
+            except Exception as exc:
+                # Our bug, met outside the loop's dispatch (the listener's
+                # accept called us): as the loop would, report it and drop
+                # this connection only.
+                loop.call_exception_handler({"message": "error in connection callback",
+                                             "exception": exc, "connection": self})
+                self.abort()
+                return
             if self.state is not CLOSED:
                 self._update_interest()
         else:

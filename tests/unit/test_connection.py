@@ -629,3 +629,44 @@ def test_error_pages_are_built_once_per_date(make_conn):
     server.date_server = DATE_SERVER.replace(b"05:00:00", b"05:00:01")
     later, _ = server.error_page(503, "busy", b"retry-after: 1\r\n")
     assert later == page.replace(b"05:00:00", b"05:00:01")
+
+
+def test_a_new_connection_reads_at_once_and_registers_only_if_it_stays(make_conn):
+    conn, sock = make_conn()
+    loop = conn.loop
+    state = conn.server
+    # Asks to close: answered and closed, never on the selector.
+    sock = FakeSocket()
+    sock.reads.append(b"GET /ab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    closing = Connection(loop, sock, state, ("127.0.0.1", 50001), read_now=True)
+    assert closing.state is CLOSED and sock.sent.endswith(b"ab") and sock.closed
+    # Kept alive: answered, then registered for the next request.
+    sock = FakeSocket()
+    sock.reads.append(b"GET /cd HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept = Connection(loop, sock, state, ("127.0.0.1", 50002), read_now=True)
+    assert kept.state is IDLE and sock.sent.endswith(b"cd")
+    assert loop._selector.get_key(sock).events == EVENT_READ
+    # Nothing there yet: registered, as without read_now.
+    sock = FakeSocket()
+    waiting = Connection(loop, sock, state, ("127.0.0.1", 50003), read_now=True)
+    assert waiting.state is IDLE and loop._selector.get_key(sock).events == EVENT_READ
+    for other in (kept, waiting):
+        other.close()
+
+
+def test_a_bug_met_in_the_first_read_drops_that_connection_only(make_conn):
+    conn, sock = make_conn()
+    loop = conn.loop
+    reported = []
+    loop.set_exception_handler(lambda loop, context: reported.append(context["exception"]))
+
+    def broken_handler(conn, request):
+        raise RuntimeError("our bug")
+
+    conn.server.handler = broken_handler
+    sock = FakeSocket()
+    sock.reads.append(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    failed = Connection(loop, sock, conn.server, ("127.0.0.1", 50001), read_now=True)
+    assert failed.state is CLOSED and sock.closed
+    assert [str(exc) for exc in reported] == ["our bug"]
+    loop.set_exception_handler(None)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import selectors
+import sys
 from typing import Any, Optional
 
 EVENT_READ = selectors.EVENT_READ
@@ -51,6 +52,10 @@ MAXIMUM_SELECT_TIMEOUT_S = 24 * 3600
 # least 100 timers are cancelled, otherwise only pop cancelled ones off the top.
 _MIN_SCHEDULED_TIMERS = 100
 _MAX_CANCELLED_FRACTION = 0.5
+
+# The wake-up below reasons with one lock held around every step of every
+# thread (the GIL).  A build without it wakes the loop on every call.
+_ONE_THREAD_AT_A_TIME = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 SELECTORS = {
     "epoll": "EpollSelector",
@@ -90,6 +95,11 @@ class EventLoop(asyncio.SelectorEventLoop):
     # queued answers, to flush once every ready socket has been served; None
     # outside a batch.  Connections append themselves.
     batch: Optional[list] = None
+
+    # True from just before the loop's last look at its ready queue until
+    # select() returns: the only time a callback queued by another thread
+    # could wait unseen (see _write_to_self).
+    _may_block = False
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
         super().__init__(selector or make_selector())
@@ -134,13 +144,20 @@ class EventLoop(asyncio.SelectorEventLoop):
 
         if ready or self._stopping:
             timeout: Optional[float] = 0
-        elif scheduled:
-            timeout = min(max(0.0, scheduled[0]._when - self.time()),
-                          MAXIMUM_SELECT_TIMEOUT_S)
         else:
-            timeout = None
+            # The flag first, then the last look at the ready queue (see
+            # _write_to_self for why this order cannot lose a wake-up).
+            self._may_block = True
+            if ready:
+                timeout = 0
+            elif scheduled:
+                timeout = min(max(0.0, scheduled[0]._when - self.time()),
+                              MAXIMUM_SELECT_TIMEOUT_S)
+            else:
+                timeout = None
 
         event_list = self._selector.select(timeout)
+        self._may_block = False
         self._process_events(event_list)
 
         # A timer due within the clock's resolution is due now (as asyncio).
@@ -157,6 +174,31 @@ class EventLoop(asyncio.SelectorEventLoop):
             if not handle._cancelled:
                 handle._run()
     # endregion: run-once
+
+    # region: wake-up
+    def _write_to_self(self) -> None:
+        """Wake the loop for a callback another thread queued, only if it
+        may be blocked in select().
+
+        Waking only a blocked loop: asyncio writes a byte to its self-pipe
+        for every ``call_soon_threadsafe``, and the loop reads it back after
+        its next select(): two system calls and a turn of the loop, for
+        nothing when the loop is busy anyway (most of the time under load,
+        where WSGI threads hand back responses while the loop reads and
+        sends).  See benchmarks/RESULTS.md, "the WSGI hand-off" (issue 14).
+
+        Why no wake-up is lost: ``call_soon_threadsafe`` appends to the
+        ready queue, then calls this.  The loop sets ``_may_block`` before
+        its last look at the ready queue ahead of select(), and clears it
+        once select() has returned.  With one thread running at a time,
+        either the append came before that last look (the loop sees the
+        callback and does not block), or after it, when the flag was
+        already set and we write.  A byte written just as select() returns
+        only costs one early return of the next select().
+        """
+        if self._may_block or not _ONE_THREAD_AT_A_TIME:
+            super()._write_to_self()
+    # endregion: wake-up
 
     # region: process-events
     def _process_events(self, event_list: list) -> None:

@@ -118,7 +118,8 @@ def install(loop: Any, server: Any) -> "Tracer":
     wake_fd = _wake_up_fd(loop)
     if wake_fd is not None:
         tracer.say("loop", "fd %d is the wake-up pipe: other threads write a byte to it to "
-                           "end a select() early (call_soon_threadsafe)" % wake_fd)
+                           "end a select() early (call_soon_threadsafe, when the loop may be "
+                           "blocked in one)" % wake_fd)
     return tracer
 
 

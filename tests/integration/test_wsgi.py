@@ -574,3 +574,25 @@ def test_httpx_client_streams_both_ways(serve):
         assert response.content == b"q" * 500000
         with client.stream("GET", "/") as response:
             assert b"".join(response.iter_bytes()) == b""
+
+
+def test_no_wake_up_from_a_thread_is_lost():
+    """The loop writes its wake-up byte only when it may be blocked in
+    select() (loop.py, ``_write_to_self``): hand it many callbacks from a
+    thread, each while the loop waits for exactly that one; a lost wake-up
+    would leave the loop asleep, which the watchdog turns into a failure."""
+    from selectserver.loop import EventLoop
+
+    loop = EventLoop()
+    try:
+        for round_number in range(300):
+            done = loop.create_future()
+            watchdog = loop.call_later(60, done.cancel)   # far beyond any delay
+            thread = threading.Thread(
+                target=loop.call_soon_threadsafe, args=(done.set_result, round_number))
+            thread.start()
+            assert loop.run_until_complete(done) == round_number
+            watchdog.cancel()
+            thread.join()
+    finally:
+        loop.close()

@@ -258,3 +258,68 @@ def test_the_stock_loop_has_no_batches():
         assert loop.batch is None
     finally:
         loop.close()
+
+
+# -- waking the loop from another thread (EventLoop._write_to_self) ---------------------
+
+
+@pytest.fixture
+def wake_ups(monkeypatch):
+    """Counts the bytes the loop's wake-up would write to its self-pipe."""
+    written = []
+    monkeypatch.setattr(asyncio.SelectorEventLoop, "_write_to_self",
+                        lambda self: written.append(self))
+    return written
+
+
+def test_a_busy_loop_is_not_woken(loop, wake_ups):
+    loop.call_soon_threadsafe(lambda: None)
+    assert wake_ups == []
+    loop._run_once()
+    assert loop.fake_selector.timeouts == [0]   # the callback is seen without a byte
+
+
+def test_a_loop_that_may_block_is_woken(loop, wake_ups):
+    ran = []
+
+    class QueueDuringSelect(FakeSelector):
+        def select(self, timeout=None):
+            # Another thread queues while the loop sleeps in select().
+            assert loop._may_block
+            loop.call_soon_threadsafe(ran.append, "late")
+            return super().select(timeout)
+
+    selector = QueueDuringSelect()
+    loop._selector = selector
+    loop._run_once()
+    assert selector.timeouts == [None] and wake_ups == [loop]
+    assert not loop._may_block
+    assert ran == ["late"]     # run in the same turn, after the select
+
+
+def test_a_callback_queued_just_before_the_flag_is_seen_without_a_byte(wake_ups):
+    # The race the flag's order closes: a thread appends after the loop's
+    # first look at the ready queue, before it says it may block.
+    class Racy(EventLoop):
+        inject = False
+
+        @property
+        def _stopping(self):
+            if self.inject:
+                self.inject = False
+                self.call_soon_threadsafe(lambda: None)
+            return self._stop_asked
+
+        @_stopping.setter
+        def _stopping(self, value):
+            self._stop_asked = value
+
+    selector = FakeSelector()
+    racy = Racy(selector)
+    try:
+        racy.inject = True
+        racy._run_once()
+        assert wake_ups == []            # the flag was not set yet: no byte...
+        assert selector.timeouts == [0]  # ...and the loop did not block
+    finally:
+        racy.close()

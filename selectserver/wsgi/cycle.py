@@ -36,7 +36,7 @@ from ..http11.events import Data, Request
 from ..http11.writer import check_field_text, response_has_body, status_code, status_has_body
 from .bridge import LoopQueue
 from .files import FileWrapper
-from .input import NO_BODY, ClientDisconnected, WSGIInput
+from .input import NO_BODY, BodyInput, ClientDisconnected, WSGIInput
 
 log = logging.getLogger("selectserver.error")
 
@@ -182,7 +182,7 @@ class WSGICycle(Cycle):
     )
 
     def __init__(self, conn: Connection, app: Any, request: Request, to_loop: LoopQueue,
-                 buffered: bool = False) -> None:
+                 buffered: bool = False, body: Optional[bytes] = None) -> None:
         self.conn = conn
         self.request = request
         self.to_loop = to_loop
@@ -191,10 +191,15 @@ class WSGICycle(Cycle):
         self.lock = threading.Lock()
         self._changed: Any = None      # a Condition of lock, made when a thread first waits
         server = conn.server
-        # Without a body, all requests share one input that is always at its end.
-        has_body = request.has_body
-        self.input = WSGIInput(self, True, server.read_high_bytes) if has_body else NO_BODY
-        self.state = RECEIVING if has_body and buffered else QUEUED
+        if body is not None:
+            # The whole body came with the head (body_at_head): nothing to receive.
+            self.input = BodyInput(body)
+            self.state = QUEUED
+        else:
+            # Without a body, all requests share one input that is always at its end.
+            has_body = request.has_body
+            self.input = WSGIInput(self, True, server.read_high_bytes) if has_body else NO_BODY
+            self.state = RECEIVING if has_body and buffered else QUEUED
         # A buffered body above this goes to a temporary file.
         self.spool_bytes = server.read_high_bytes
         # Called on the loop once a buffered body is whole (the pool's admission).
@@ -622,6 +627,34 @@ class WSGICycle(Cycle):
             # answer (400, 408) and a client that left before the head got
             # nothing to log.
             on_response(conn, conn.request, writer, _elapsed(conn))
+
+
+# region: body-at-head
+def body_at_head(conn: Connection, request: Request, limit_bytes: int) -> Optional[bytes]:
+    """The request's whole body, taken now, when it all came with the head:
+    a Content-Length body of at most ``limit_bytes``, all buffered.  Else None.
+
+    Most small POSTs arrive in the same recv() as their head.  Taking the
+    body here lets the cycle start QUEUED with a ``BodyInput``: no
+    RECEIVING step, no lock round trip for BODY_RECEIVED, no Python-level
+    ``WSGIInput`` for the app to read through (benchmarks/RESULTS.md, "the
+    WSGI hand-off", issue 14).  Chunked bodies take the RECEIVING way: the
+    parser only knows they are whole once it has parsed them.
+    """
+    length = request.content_length
+    if not length or length > limit_bytes or request.chunked or not conn.parser.body_complete:
+        return None
+    pieces = []
+    while True:
+        event = conn.receive_body()
+        if event is None:
+            # The connection refused the body and answered by itself: the
+            # cycle waits in RECEIVING until it hears the client is gone.
+            return None
+        if event.__class__ is not Data:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.append(event.data)
+# endregion: body-at-head
 
 
 def _elapsed(conn: Connection) -> float:

@@ -24,7 +24,7 @@ from ..connection import Connection
 from ..http11.events import Request
 from ..proxy import apply_to_environ, from_config as trusted_proxies
 from .bridge import LoopQueue
-from .cycle import RECEIVING, WSGICycle
+from .cycle import RECEIVING, WSGICycle, body_at_head
 from .environ import build_environ, script_name_of
 from .files import FileWrapper
 
@@ -135,7 +135,10 @@ def make_handler(app: Any, config: Any, loop: Any
     trusted = trusted_proxies(config)
 
     def handle(conn: Connection, request: Request) -> None:
-        cycle = WSGICycle(conn, app, request, to_loop, buffered)
+        body = None
+        if buffered and request.content_length:
+            body = body_at_head(conn, request, conn.server.read_high_bytes)
+        cycle = WSGICycle(conn, app, request, to_loop, buffered, body)
         environ = build_environ(conn, request, base, script_name)
         if trusted is not None and trusted.trusts(conn.client):
             apply_to_environ(environ, request.headers, trusted)

@@ -20,7 +20,8 @@ from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
     ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ)
 from selectserver.wsgi import script_name_of as _script_name
-from selectserver.wsgi.cycle import TRANSITIONS, CycleEvent, CycleState
+from selectserver.wsgi.cycle import TRANSITIONS, CycleEvent, CycleState, body_at_head
+from selectserver.wsgi.input import BodyInput
 from tests.apps import wsgi_apps
 
 BASE = {
@@ -816,6 +817,49 @@ def test_a_body_still_arriving_holds_no_thread_until_it_ends():
     assert queued == [cycle]
     cycle.run()
     assert conn.calls[-1] == ("respond", 200, [(b"content-length", b"4")], b"abcd", True)
+
+
+class FakeParser:
+    def __init__(self, body_complete):
+        self.body_complete = body_complete
+
+
+def test_a_body_that_came_with_its_head_is_read_as_plain_bytes():
+    # body_at_head: taken before the cycle exists, no RECEIVING step.
+    conn = FakeConnection(body_events=[Data(b"ab"), Data(b"cd"), END_OF_MESSAGE])
+    conn.parser = FakeParser(True)
+    request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4)
+    body = body_at_head(conn, request, 1024)
+    assert body == b"abcd" and conn.calls == [("receive_body",)] * 3
+    cycle = WSGICycle(conn, echo_read, request, LoopQueue(conn.loop), True, body)
+    assert cycle.state is CycleState.QUEUED and isinstance(cycle.input, BodyInput)
+    cycle.environ = environ_for(request, conn)
+    cycle.environ["wsgi.input"] = cycle.input
+    conn.cycle = cycle
+    cycle.run()
+    assert conn.calls[-1] == ("respond", 200, [(b"content-length", b"4")], b"abcd", True)
+    cycle.input.fail(ClientDisconnected("late"))   # nothing can fail any more
+    assert cycle.input.read() == b""
+
+
+@pytest.mark.parametrize("complete, length, chunked, limit", [
+    (False, 4, False, 1024),   # the body is still arriving
+    (True, 4, False, 3),       # larger than the limit: it may go to a file
+    (True, None, True, 1024),  # chunked: RECEIVING parses it
+])
+def test_a_body_not_all_here_takes_the_receiving_way(complete, length, chunked, limit):
+    conn = FakeConnection(body_events=[Data(b"abcd"), END_OF_MESSAGE])
+    conn.parser = FakeParser(complete)
+    request = make_request(b"POST", content_length=length, chunked=chunked)
+    assert body_at_head(conn, request, limit) is None
+    assert conn.calls == []
+
+
+def test_a_body_the_connection_refuses_midway_takes_the_receiving_way():
+    conn = FakeConnection(body_events=[Data(b"ab")])   # then None: refused
+    conn.parser = FakeParser(True)
+    request = make_request(b"POST", content_length=4)
+    assert body_at_head(conn, request, 1024) is None
 
 
 def test_a_large_buffered_body_goes_to_a_temporary_file():

@@ -569,7 +569,10 @@ class WSGICycle(Cycle):
 
     def _ended(self) -> None:
         # The app may still read the body in close(); nothing will feed it now.
-        self.input.fail(ClientDisconnected("the request body is gone: the response ended"))
+        # (A body that is whole cannot fail: no error to build, per response.)
+        body = self.input
+        if not body._eof:
+            body.fail(ClientDisconnected("the request body is gone: the response ended"))
 
     def _drop(self) -> None:
         """The connection takes no more of this response: GONE, then the input fails."""

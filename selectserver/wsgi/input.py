@@ -248,6 +248,7 @@ class BodyInput(io.BytesIO):
     __slots__ = ()
 
     _file = None      # never spilled to a temporary file
+    _eof = True       # nothing more will be fed
 
     def fail(self, error: BaseException) -> None:
         """Nothing can fail: the whole body is here."""

@@ -34,6 +34,14 @@ log = logging.getLogger("selectserver.error")
 # within about a second unless the app itself is slow.
 RETRY_AFTER_S = 1
 
+# The proxy fields (proxy.resolve) as build_environ names them.  Asking the
+# environ whether it holds one is a C call (80 ns); the usual request holds
+# none, and trusts() then apply_to_environ() cost 330 ns to find that out
+# again from the header list (timeit; benchmarks/RESULTS.md, "the WSGI
+# hand-off", issue 14).
+PROXY_FIELD_KEYS = frozenset((
+    "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST"))
+
 # --threads-queue's default, per thread: a request waits behind at most this
 # many others per thread.  32 keeps wrk -c64 against --threads 2 unrefused.
 QUEUE_PER_THREAD = 32
@@ -140,7 +148,8 @@ def make_handler(app: Any, config: Any, loop: Any
             body = body_at_head(conn, request, conn.server.read_high_bytes)
         cycle = WSGICycle(conn, app, request, to_loop, buffered, body)
         environ = build_environ(conn, request, base, script_name)
-        if trusted is not None and trusted.trusts(conn.client):
+        if (trusted is not None and not environ.keys().isdisjoint(PROXY_FIELD_KEYS)
+                and trusted.trusts(conn.client)):
             apply_to_environ(environ, request.headers, trusted)
         environ["wsgi.input"] = cycle.input
         cycle.environ = environ

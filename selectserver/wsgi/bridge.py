@@ -3,7 +3,8 @@
 Threads never touch a socket (DESIGN.md decision 6).  Whatever a WSGI app
 says goes to the loop as a callback, and only the loop calls the
 connection.  ``loop.call_soon_threadsafe`` writes a byte to the loop's
-self-pipe on every call; a ``LoopQueue`` writes one per batch.
+self-pipe on every call that may find it blocked in select(); a
+``LoopQueue`` calls it once per batch.
 
 This module knows nothing of HTTP or of WSGI: it moves callables.
 Invariant: callbacks run on the loop, in the order they were queued.

@@ -42,7 +42,7 @@ from .events import (
 from .grammar import (
     CHUNK_EXT,
     FIELD_LINE_CHARS,
-    FIELD_LINE_CONTROLS,
+    FIELD_LINE_CHECK,
     FIELD_NAMES,
     OWS,
     TCHAR,
@@ -331,11 +331,13 @@ class RequestParser:
         request_line = lines[0]
         if len(request_line) > limits.max_request_line_bytes:
             self._raise_head_limit(buffer, start, end)
-        # Each CRLF is two control octets; any other is a CTL, a bare CR or LF.
-        # Checked before the request line is read, so that the answer does
-        # not depend on how the head was split into feeds (see _incomplete_head).
-        field_count = len(lines) - 1   # one CRLF each; also checked against the limit below
-        if len(head) - len(head.translate(None, FIELD_LINE_CONTROLS)) != 2 * field_count:
+        # Without the CRLFs between lines the head may hold no control
+        # octet at all: a CTL, a bare CR or LF.  Checked before the request
+        # line is read, so that the answer does not depend on how the head
+        # was split into feeds (see _incomplete_head).
+        field_count = len(lines) - 1   # checked against the limit below
+        octets = b"".join(lines)
+        if octets.translate(FIELD_LINE_CHECK) != octets:
             raise BadRequest(_octet_error(lines))
         # endregion: control-octets
         # The line has no CTL but maybe HTAB (checked above); what else
@@ -348,7 +350,10 @@ class RequestParser:
         method, target, version = parts
         if method not in _COMMON_METHODS and (not method or method.translate(None, TCHAR)):
             raise BadRequest("the method is not a token")
-        http_version = _KNOWN_VERSIONS.get(version) or _parse_version(version)
+        # A comparison, not a dict lookup: the version is a new bytes object
+        # each time, and hashing it cost more than this test (callgrind).
+        http_version = ("1.1" if version == b"HTTP/1.1"
+                        else _KNOWN_VERSIONS.get(version) or _parse_version(version))
         if 35 in target:  # "#"
             # RFC 9112 §3.2: no form of request-target has a fragment; a
             # client strips it, and parts after "#" mean nothing to us.

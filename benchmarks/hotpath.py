@@ -23,7 +23,8 @@ WSGI: the request goes round the real way, loop -> pool thread -> loop, one
 request in flight (the next recv() is made once the answer is sent), so the
 figure is CPU per request, not a rate under load.  The process runs on one
 CPU, as the bench's worker does: threads spread over two cores hand the GIL
-across them, which cost 16.7 us per hello where one core costs 9.4 us.  ``--breakdown`` measures
+across them (16.7 us per hello measured that way, 9.4 us on one core;
+benchmarks/RESULTS.md, "the WSGI hand-off").  ``--breakdown`` measures
 the same request with the app run on the loop's thread (the difference is
 the hand-off to a thread and back), and the environ, the cycle and
 ``start_response`` alone.

@@ -515,7 +515,13 @@ class Listener:
         accept = self.sock.accept
         on_accept = self.worker.on_accept
         local = self.local
+        state = self.worker.state
         for _ in range(ACCEPT_BATCH):
+            if state.draining:
+                # A request of this batch reached --max-requests, or the stop
+                # began: each connection accepted now would be served a last
+                # request at once (on_accept reads it), so take no more.
+                return
             try:
                 sock, address = accept()
             except (BlockingIOError, InterruptedError):

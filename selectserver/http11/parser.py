@@ -160,6 +160,15 @@ class RequestParser:
 
     __slots__ = (
         "limits",
+        # Bytes received and not yet handed out as events: body bytes of the
+        # current request, their chunk framing, and bytes of pipelined
+        # requests after it.  The connection reads it for backpressure (stop
+        # reading above a high-water mark) and to know whether part of a head
+        # is here.  A count kept where the buffer changes (feed, _read_head,
+        # _consume, ...), not a property: reading a property calls Python code
+        # (-700 instructions per keep-alive request, which read it twice,
+        # callgrind, CPython 3.11; see benchmarks/RESULTS.md).
+        "buffered_bytes",
         "_buffer",          # bytes or bytearray holding received bytes
         "_offset",          # where the bytes not yet consumed start in _buffer
         "_state",           # one of the module's _HEAD ... _FAILED
@@ -173,6 +182,7 @@ class RequestParser:
 
     def __init__(self, limits: Optional[Limits] = None) -> None:
         self.limits = limits or _DEFAULT_LIMITS
+        self.buffered_bytes = 0
         self._buffer: Union[bytes, bytearray] = b""
         self._offset = 0
         self._state = _HEAD
@@ -184,16 +194,6 @@ class RequestParser:
         self._error: Optional[HTTPError] = None
 
     # -- what the connection asks ------------------------------------------
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received and not yet handed out as events.
-
-        This counts body bytes of the current request, their chunk framing,
-        and bytes of pipelined requests after it.  The connection uses it for
-        backpressure: stop reading while it is above a high-water mark.
-        """
-        return len(self._buffer) - self._offset
 
     @property
     def body_complete(self) -> bool:
@@ -222,6 +222,7 @@ class RequestParser:
             # object itself, no copy.  (_offset is 0: an emptied buffer is
             # always replaced by b"", see _consume().)
             self._buffer = data if type(data) is bytes else bytes(data)
+            self.buffered_bytes = len(data)
             return
         if type(buffer) is bytes:
             buffer = bytearray(memoryview(buffer)[self._offset:])
@@ -232,6 +233,7 @@ class RequestParser:
         buffer += data
         self._buffer = buffer
         self._offset = 0
+        self.buffered_bytes = len(buffer)
 
     def next_event(self) -> Event:
         """The next event, ``NEED_DATA`` or ``PAUSED``.
@@ -261,6 +263,7 @@ class RequestParser:
             # The bytes cannot be trusted any more; do not keep them.
             self._buffer = b""
             self._offset = 0
+            self.buffered_bytes = 0
             raise
 
     def next_request(self, skip_body: bool = True) -> bool:
@@ -299,6 +302,7 @@ class RequestParser:
         unparsed = bytes(self._buffer[self._offset:])
         self._buffer = b""
         self._offset = 0
+        self.buffered_bytes = 0
         self._searched = 0
         self._line_searched = 0
         return unparsed
@@ -318,11 +322,13 @@ class RequestParser:
         if end + 4 - start > limits.max_header_bytes:
             self._raise_head_limit(buffer, start, end)
         head = buffer[start:end] if type(buffer) is bytes else _slice(buffer, start, end)
-        if end + 4 == len(buffer):
+        rest = len(buffer) - end - 4   # pipelined requests, or the body
+        if rest:
+            self._offset = end + 4
+        else:
             self._buffer = b""
             self._offset = 0
-        else:
-            self._offset = end + 4
+        self.buffered_bytes = rest
         self._searched = 0
         self._line_searched = 0
 
@@ -547,7 +553,7 @@ class RequestParser:
     # -- the body ------------------------------------------------------------
 
     def _read_length_body(self) -> Event:
-        available = len(self._buffer) - self._offset
+        available = self.buffered_bytes
         if not available:
             return NEED_DATA
         size = min(available, self._remaining)
@@ -567,7 +573,7 @@ class RequestParser:
         while True:
             state = self._state
             if state == _CHUNK_DATA:
-                available = len(self._buffer) - self._offset
+                available = self.buffered_bytes
                 if not available:
                     break
                 size = min(available, self._remaining)
@@ -681,11 +687,14 @@ class RequestParser:
 
     def _consume(self, offset: int) -> None:
         """Mark the bytes before ``offset`` as used; drop the buffer when empty."""
-        if offset >= len(self._buffer):
+        rest = len(self._buffer) - offset
+        if rest > 0:
+            self._offset = offset
+            self.buffered_bytes = rest
+        else:
             self._buffer = b""
             self._offset = 0
-        else:
-            self._offset = offset
+            self.buffered_bytes = 0
 
 
 def _slice(buffer: Union[bytes, bytearray], start: int, end: int) -> bytes:

@@ -111,6 +111,8 @@ def drain(parser: RequestParser, events: List[Dict[str, Any]]) -> None:
     the connection does: only after a request that keeps the connection."""
     while True:
         event = parser.next_event()
+        # The count the parser keeps is what its buffer holds unread.
+        assert parser.buffered_bytes == len(parser._buffer) - parser._offset
         if event is NEED_DATA:
             return
         if event is PAUSED:
@@ -133,6 +135,7 @@ def parse(chunks: Iterable[bytes], limits: Optional[Limits] = None) -> List[Dict
     events: List[Dict[str, Any]] = []
     for chunk in chunks:
         parser.feed(chunk)
+        assert parser.buffered_bytes == len(parser._buffer) - parser._offset
         drain(parser, events)
         assert parser.buffered_bytes <= bound + len(chunk)
     return merge_data(events)

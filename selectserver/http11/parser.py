@@ -390,6 +390,19 @@ class RequestParser:
             if keep_alive is not None:
                 self._state = _END
                 return Request(method, target, http_version, headers, keep_alive)
+            # And the usual POST: a known Host and a Content-Length that is
+            # a plain number within the limit, so _request() would find no
+            # fault and frame the body by it (-2,000 instructions per
+            # request of scenario E, callgrind, CPython 3.11).
+            content_length = _host_and_length(semantic, limits.max_body_bytes)
+            if content_length is not None:
+                if content_length:
+                    self._state = _LENGTH_BODY
+                    self._remaining = content_length
+                else:
+                    self._state = _END
+                return Request(method, target, http_version, headers, http_version == "1.1",
+                               False, content_length)
         request = self._request(method, target, http_version, headers, semantic, authority)
         if request.chunked:
             self._state = _CHUNK_SIZE
@@ -893,6 +906,27 @@ def _host_and_connection(semantic: Headers) -> Optional[bool]:
     if host not in _VALID_HOSTS:
         return None
     return _CONNECTION_OPTIONS.get(option)
+
+
+def _host_and_length(semantic: Headers, max_body_bytes: Optional[int]) -> Optional[int]:
+    """The body's length, for a request whose two interpreted fields are a
+    known Host and a Content-Length of plain digits (no sign, list or
+    leading zero) within ``max_body_bytes``; None for any other pair
+    (``_request()`` decides, and answers the faults)."""
+    (first, first_value), (second, second_value) = semantic
+    if first == b"host" and second == b"content-length":
+        host, value = first_value, second_value
+    elif first == b"content-length" and second == b"host":
+        host, value = second_value, first_value
+    else:
+        return None
+    if (host not in _VALID_HOSTS or not value.isdigit()
+            or len(value) > _MAX_CONTENT_LENGTH_DIGITS or (value[0] == 48 and len(value) > 1)):
+        return None   # 48: "0"
+    length = int(value)
+    if max_body_bytes is not None and length > max_body_bytes:
+        return None   # 413, from _request()
+    return length
 
 
 # Host values already proved valid: a server sees the same few on every

@@ -126,17 +126,19 @@ class HTTPCycle(Cycle):
             if not more:
                 self.phase = _DONE
             conn = self.conn
+            # `end` is passed by position: CPython 3.11 specializes a call
+            # without keywords (see the RESULTS.md note on issue 14).
             if self.status:
                 status, self.status = self.status, 0
                 try:
-                    must_wait = conn.respond(status, self.headers, body, end=not more)
+                    must_wait = conn.respond(status, self.headers, body, not more)
                 except InvalidResponse as exc:
                     self.phase = _DONE
                     log.error("invalid response from ASGI app for %s: %s", _describe(self.scope), exc)
                     conn.respond_error(500)
                     raise
             else:
-                must_wait = conn.send_body(body, end=not more)
+                must_wait = conn.send_body(body, not more)
             if not more:
                 if self._receiving is not None:
                     # An app rarely waits in receive() while it answers: no

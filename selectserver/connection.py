@@ -956,8 +956,9 @@ class Connection:
         # The writer's verdict (the request's wish, the app's fields, the
         # framing), and the next request's start must be findable: a body
         # the app did not read is skipped if it is all here, but not one the
-        # client holds back until it gets 100 Continue.
-        if writer.keep_alive and self.parser.next_request(skip_body=not self._continue_owed):
+        # client holds back until it gets 100 Continue.  (skip_body by
+        # position: CPython 3.11 specializes a call without keywords.)
+        if writer.keep_alive and self.parser.next_request(not self._continue_owed):
             state = self._transition(KEEP_ALIVE)
         else:
             state = self._transition(LAST_RESPONSE)

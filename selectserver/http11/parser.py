@@ -166,8 +166,9 @@ class RequestParser:
         # reading above a high-water mark) and to know whether part of a head
         # is here.  A count kept where the buffer changes (feed, _read_head,
         # _consume, ...), not a property: reading a property calls Python code
-        # (-700 instructions per keep-alive request, which read it twice,
-        # callgrind, CPython 3.11; see benchmarks/RESULTS.md).
+        # (the connection reads it twice per keep-alive request: -1,300
+        # instructions per request of A, +130 of D, which pays the count for
+        # each pipelined head; callgrind, CPython 3.11, benchmarks/RESULTS.md).
         "buffered_bytes",
         "_buffer",          # bytes or bytearray holding received bytes
         "_offset",          # where the bytes not yet consumed start in _buffer
@@ -392,7 +393,7 @@ class RequestParser:
                 return Request(method, target, http_version, headers, keep_alive)
             # And the usual POST: a known Host and a Content-Length that is
             # a plain number within the limit, so _request() would find no
-            # fault and frame the body by it (-2,000 instructions per
+            # fault and frame the body by it (-1,900 instructions per
             # request of scenario E, callgrind, CPython 3.11).
             content_length = _host_and_length(semantic, limits.max_body_bytes)
             if content_length is not None:

@@ -494,7 +494,7 @@ def test_content_length_values(value, length):
 @pytest.mark.parametrize("known_host", [False, True])
 @pytest.mark.parametrize("host_last", [False, True])
 def test_host_and_content_length_give_what_the_full_rules_give(known_host, host_last):
-    # A known Host and a plain Content-Length take a shorter way (_host_and_length):
+    # A known Host and a plain Content-Length take a shorter way (_two_usual_fields):
     # the same Request, the same faults, either field first.
     host = b"Host: known.example" if known_host else b"Host: new%d.example" % host_last
     if known_host:

@@ -897,7 +897,8 @@ def _two_usual_fields(semantic: Headers, http_version: str,
     Content-Length of plain digits (no sign, list or leading zero) within
     ``max_body_bytes``; None for any other pair (``_request()`` decides, and
     answers the faults).  One function for both: a POST is not first asked
-    about a Connection field (-1,000 instructions per request of E)."""
+    about a Connection field (-650 instructions per request of E,
+    callgrind, CPython 3.11)."""
     (first, first_value), (second, second_value) = semantic
     if first == b"host":
         host, name, value = first_value, second, second_value

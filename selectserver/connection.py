@@ -865,15 +865,15 @@ class Connection:
         """
         state = self.state
         request = self.request
+        fields = b"retry-after: %d\r\n" % retry_after_s
         if ((state is not RUNNING and state is not RUNNING_LAST) or self._write_buffer.size
                 or self.parser.buffered_bytes or request.content_length or request.chunked):
             # Answers still queued before ours, bytes of the client's not
             # read (a pipelined request, a body): the lingering close.
-            self.respond_error(503, REFUSAL_DETAIL, b"retry-after: %d\r\n" % retry_after_s)
+            self.respond_error(503, REFUSAL_DETAIL, fields)
             return
         server = self.server
-        page, body_bytes = server.error_page(503, REFUSAL_DETAIL,
-                                             b"retry-after: %d\r\n" % retry_after_s)
+        page, body_bytes = server.error_page(503, REFUSAL_DETAIL, fields)
         self.writer.answered(503, body_bytes)
         # Now, not at the end of the loop's batch: nothing is queued before
         # it, and nothing will follow it on this connection.

@@ -29,7 +29,8 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # Forget cached decisions past this many peer addresses (a scan must not grow memory).
 _CACHE_MAX_ENTRIES = 4096
 
-_FIELDS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
+# The fields a proxy speaks through (the WSGI handler looks for them by name too).
+FIELDS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
 _SCHEMES = frozenset(("http", "https", "ws", "wss"))
 _WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
@@ -142,7 +143,7 @@ def resolve(headers: Sequence[Tuple[bytes, bytes]], trusted: TrustedProxies,
     """
     forwarded = forwarded_for = proto = host = None
     for name, value in headers:
-        if name in _FIELDS:
+        if name in FIELDS:
             # Repeated fields form one list (RFC 9110 §5.3).
             if name == b"forwarded":
                 forwarded = value if forwarded is None else forwarded + b"," + value

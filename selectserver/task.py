@@ -145,12 +145,10 @@ class AppTask:
                 # instead is lost on the way, hence result() is always None.
                 result = next(self._steps, _FINISHED)
             else:
-                result = self._coro.throw(exc)
-        except StopIteration:   # throw() made it return
-            if self._must_cancel:
-                self._finish(_CANCELLED_NOW, None, CancelledError(self._cancel_message))
-            else:
-                self._finish(_RETURNED, None, None)
+                try:
+                    result = self._coro.throw(exc)
+                except StopIteration:   # throw() made it return
+                    result = _FINISHED
         except CancelledError as cancelled:
             self._finish(_CANCELLED_NOW, None, cancelled)
         except (KeyboardInterrupt, SystemExit) as fatal:

@@ -109,6 +109,11 @@ def _paths_of(target: bytes, script_name: str) -> Tuple[str, str, str]:
     return paths
 
 
+def environ_key(name: bytes) -> str:
+    """The environ key of a field name (PEP 3333, after CGI): HTTP_X_USER for x-user."""
+    return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
 def _field_of(field: Tuple[bytes, bytes]) -> Tuple[Optional[str], str]:
     """(environ key or None, text) of one field line, remembered."""
     name, value = field
@@ -120,7 +125,7 @@ def _field_of(field: Tuple[bytes, bytes]) -> Tuple[Optional[str], str]:
             # a client could spoof a header a proxy vouches for.
             key = None
         else:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            key = environ_key(name)
             if len(keys) < _ENVIRON_KEYS_MAX:
                 keys[name] = key
     known = (key, value.decode("latin-1"))

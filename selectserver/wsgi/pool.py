@@ -22,10 +22,10 @@ from typing import Any, Callable, List, Tuple
 
 from ..connection import Connection
 from ..http11.events import Request
-from ..proxy import apply_to_environ, from_config as trusted_proxies
+from ..proxy import FIELDS as PROXY_FIELDS, apply_to_environ, from_config as trusted_proxies
 from .bridge import LoopQueue
 from .cycle import RECEIVING, WSGICycle, body_at_head
-from .environ import build_environ, script_name_of
+from .environ import build_environ, environ_key, script_name_of
 from .files import FileWrapper
 
 log = logging.getLogger("selectserver.error")
@@ -39,8 +39,7 @@ RETRY_AFTER_S = 1
 # none, and trusts() then apply_to_environ() cost 330 ns to find that out
 # again from the header list (timeit; benchmarks/RESULTS.md, "the WSGI
 # hand-off", issue 14).
-PROXY_FIELD_KEYS = frozenset((
-    "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST"))
+PROXY_FIELD_KEYS = frozenset(environ_key(name) for name in PROXY_FIELDS)
 
 # --threads-queue's default, per thread: a request waits behind at most this
 # many others per thread.  32 keeps wrk -c64 against --threads 2 unrefused.

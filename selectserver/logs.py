@@ -118,6 +118,25 @@ def _open_access_log(path: str) -> Any:
         raise LogConfigError("--access-logfile %s: %s" % (path, exc.strerror)) from None
 
 
+# A SIGUSR1 that reaches a worker while it boots, before its loop handles
+# the signal, is remembered here and honoured once the loop takes over:
+# logrotate's signal is never lost to a worker that was still importing.
+_reopen_owed = False
+
+
+def owe_reopen(signum: int, frame: Any) -> None:
+    """The worker's SIGUSR1 handler while it boots: remember to reopen."""
+    global _reopen_owed
+    _reopen_owed = True
+
+
+def take_owed_reopen() -> bool:
+    """True once if a SIGUSR1 came while the worker booted."""
+    global _reopen_owed
+    owed, _reopen_owed = _reopen_owed, False
+    return owed
+
+
 def reopen() -> None:
     """SIGUSR1: reopen the log files (logrotate has moved them away).
 

@@ -649,8 +649,9 @@ class Master:
                 signal.signal(getattr(signal, name), signal.SIG_IGN)
             signal.signal(signal.SIGQUIT, _exit_at_once)
             # Until the worker's loop handles it (logs.reopen), SIGUSR1's
-            # default would end the worker.
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            # default would end the worker: remember it, and the loop
+            # reopens the files when it takes over.
+            signal.signal(signal.SIGUSR1, logs.owe_reopen)
             faulthandler.register(signal.SIGUSR2, all_threads=True)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self.selector.fileno())   # not unregister(): the epoll set is shared

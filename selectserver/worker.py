@@ -366,6 +366,8 @@ class Worker:
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         if hasattr(signal, "SIGUSR1"):
             loop.add_signal_handler(signal.SIGUSR1, self._on_reopen_signal)
+            if logs.take_owed_reopen():   # it came while we booted
+                self._on_reopen_signal()
 
     def _on_reopen_signal(self) -> None:
         logs.reopen()

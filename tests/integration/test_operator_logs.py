@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from .processes import ServerProcess, app_dir, get, wait_until  # noqa: F401 (fixtures)
+from .processes import ServerProcess, app_dir, get, wait_until, write_app  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the master forks")
 
@@ -53,6 +53,38 @@ def test_log_files_and_sigusr1_reopens_them(app_dir, tmp_path):
         server.send_signal(signal.SIGTERM)
         assert server.wait() == 0
         assert "Stopped." in read(errors)
+    finally:
+        server.kill()
+
+
+def test_sigusr1_while_a_worker_boots_is_honoured_once_it_serves(tmp_path):
+    """logrotate's signal can reach a worker still importing the app (before
+    its loop handles SIGUSR1): the worker reopens its files when it is ready."""
+    booting, go = tmp_path / "booting", tmp_path / "go"
+    (tmp_path / "slowboot.py").write_text(
+        "import os, time\n"
+        "open(%r, 'w').close()\n"
+        "deadline = time.monotonic() + 30\n"
+        "while not os.path.exists(%r) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "from procapp import app\n" % (str(booting), str(go)))
+    write_app(str(tmp_path))
+    access, errors = str(tmp_path / "access.log"), str(tmp_path / "error.log")
+    server = ServerProcess(["slowboot:app", "--app-dir", str(tmp_path), "--port", "0",
+                            "--access-logfile", access, "--error-logfile", errors],
+                           wait_listening=False)
+    try:
+        wait_until(booting.exists, message="the worker importing the app")
+        os.rename(access, access + ".1")
+        os.rename(errors, errors + ".1")
+        server.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "reopening the log files" in read(errors + ".1"), message="the master's line")
+        go.touch()
+        wait_until(lambda: "reopened its log files" in read(errors), message="the worker's line")
+        assert "Listening on" in read(errors)
+        assert "reopened its log files" not in read(errors + ".1")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
     finally:
         server.kill()
 

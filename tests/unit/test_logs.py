@@ -187,3 +187,34 @@ def test_bad_log_config_files(tmp_path, name, text):
         path.write_text(text)
     with pytest.raises(LogConfigError, match=name):
         load_config_file(str(path))
+
+
+def test_a_sigusr1_before_the_loop_handles_it_is_honoured_when_it_does(monkeypatch):
+    """Between fork() and the loop's own handler, a worker's SIGUSR1 only
+    sets a flag (logs.owe_reopen); installing the loop's handlers pays it."""
+    import signal
+
+    from selectserver import logs
+    from selectserver.worker import Worker
+
+    reopened = []
+    monkeypatch.setattr(logs, "reopen", lambda: reopened.append(True))
+    installed = {}
+
+    class RecordingLoop:
+        def add_signal_handler(self, signum, callback, *args):
+            installed[signum] = callback
+
+    worker = Worker(Config(app="x:y"), [])
+    worker.loop = RecordingLoop()
+    previous = signal.signal(signal.SIGUSR1, logs.owe_reopen)
+    try:
+        signal.raise_signal(signal.SIGUSR1)   # the handler runs before the next line
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert reopened == []                     # nothing done in the signal handler itself
+    worker._install_signal_handlers()
+    assert reopened == [True]                 # paid as the loop takes over
+    assert signal.SIGUSR1 in installed
+    worker._install_signal_handlers()
+    assert reopened == [True]                 # and only once

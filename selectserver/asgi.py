@@ -24,7 +24,7 @@ from .connection import Connection, Cycle
 from .errors import InvalidResponse
 from .http11.events import Data, Request, split_target
 from .proxy import forwarded_to_scope, from_config as trusted_proxies, resolve as resolve_proxy
-from .task import AppTask
+from .task import _PENDING, AppTask
 
 log = logging.getLogger("selectserver.error")
 
@@ -44,16 +44,28 @@ class ClientDisconnected(OSError):
     """``send()`` after the client went away (ASGI spec 2.4: an OSError)."""
 
 
-class HTTPCycle(Cycle):
-    """One request/response exchange between an ASGI app and a connection."""
+class HTTPCycle(Cycle, AppTask):
+    """One request/response exchange between an ASGI app and a connection,
+    and the task that steps the app's coroutine (``HTTPCycle()`` calls the
+    app: what an app raises instead of returning a coroutine comes from it).
+    """
 
-    __slots__ = ("conn", "scope", "task", "phase", "disconnected", "status",
+    # region: one-object
+    # A cycle that is its own task: one object per request, not an
+    # HTTPCycle and an AppTask that point at each other.  Its __init__ sets
+    # the task's fields too (no second object built, no bound on_done and
+    # after_step stored), and the task's two hooks are methods:
+    # _ended() is what the exchange does when the app is done, _stepped()
+    # serves the next pipelined request (see benchmarks/RESULTS.md, issue 14).
+    # endregion: one-object
+
+    __slots__ = ("conn", "scope", "phase", "disconnected", "status",
                  "headers", "_body_done", "_receiving", "_sending")
 
-    def __init__(self, conn: Connection, scope: Dict[str, Any]) -> None:
+    def __init__(self, conn: Connection, scope: Dict[str, Any], app: Any,
+                 context: contextvars.Context) -> None:
         self.conn = conn
         self.scope = scope
-        self.task: Optional[AppTask] = None
         self.phase = _START
         self.disconnected = False
         self.status = 0
@@ -65,6 +77,24 @@ class HTTPCycle(Cycle):
         # the end of the exchange, ``_sending`` for room in the write buffer.
         self._receiving: Any = None
         self._sending: Any = None
+        # The task's fields, as AppTask.__init__ sets them; its _on_done
+        # and _after_step stay unset: only AppTask's _ended() and
+        # _stepped() read them, and both are overridden below.
+        self._loop = conn.loop
+        self._coro = coro = app(scope, self.receive, self.send)
+        try:
+            self._steps = coro.__await__()
+        except AttributeError:
+            self._steps = coro   # a generator-based coroutine
+        self._context = context
+        self._state = _PENDING
+        self._exception = None
+        self._fut_waiter = None
+        self._must_cancel = False
+        self._cancel_message = None
+        self._cancel_requests = 0
+        self._callbacks = None
+        self._name = None
 
     # -- receive ----------------------------------------------------------------
 
@@ -213,16 +243,22 @@ class HTTPCycle(Cycle):
 
     # -- the end ------------------------------------------------------------------
 
-    def on_app_done(self, task: AppTask) -> None:
+    def _stepped(self) -> None:
+        # A later step of the app may have ended the response: the next
+        # pipelined request starts now, outside the step.
+        self.conn.continue_serving()
+
+    def _ended(self) -> None:
+        error = self._exception
+        if error is None and self.phase is _DONE:
+            return   # the usual end: the app answered whole and returned
         conn = self.conn
         # region: release-exception
-        # Neither the task nor this cycle keeps the exception: its traceback
-        # holds the app's frames, which hold the task and this cycle
-        # (receive, send) and what the app had open -- a streaming
-        # response's async generator, whose finally would otherwise wait
-        # for a garbage collection.
-        error = task.take_exception() if task._exception is not None else None
-        self.task = None
+        # The task does not keep the exception: its traceback holds the
+        # app's frames, which hold this cycle (receive, send) and what the
+        # app had open -- a streaming response's async generator, whose
+        # finally would otherwise wait for a garbage collection.
+        self._exception = None
         # endregion: release-exception
         if error is not None:
             if self.disconnected and _client_left(error):
@@ -309,18 +345,14 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
             scope["state"] = lifespan_state.copy()
         if upgrade is not None and request.upgrade and upgrade(app, conn, request, scope):
             return
-        cycle = HTTPCycle(conn, scope)
-        conn.cycle = cycle
         try:
-            coro = app(scope, cycle.receive, cycle.send)
+            cycle = HTTPCycle(conn, scope, app, base_context.copy())
         except Exception:
             log.exception("Exception in ASGI application (%s)", _describe(scope))
             conn.respond_error(500)
             return
-        task = AppTask(conn.loop, coro, cycle.on_app_done, None,
-                       conn.continue_serving, base_context.copy())
-        cycle.task = task
-        task.start()
+        conn.cycle = cycle
+        cycle.start()
     # endregion: handle
 
     return handle
@@ -351,6 +383,7 @@ def build_scope(conn: Connection, request: Request, root_path: str,
         "extensions": {"http.response.pathsend": {}},
     }
 # endregion: build-scope
+
 
 
 def _describe(scope: Dict[str, Any]) -> str:

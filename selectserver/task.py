@@ -70,12 +70,17 @@ class AppTask:
     run in (a copy of the current one by default).  What the coroutine
     returns is not kept (``result()`` is None): ASGI apps return nothing,
     and not asking for it makes the last step cheaper (see ``_step``).
+
+    A subclass may be its own caller instead: it overrides ``_ended()`` and
+    ``_stepped()``, the two methods that call ``on_done`` and
+    ``after_step``, and sets the fields of ``__init__`` itself (the ASGI
+    cycle does: one object per request instead of two).
     """
 
     __slots__ = (
-        "_loop", "_coro", "_context", "_on_done", "_state", "_result",
-        "_exception", "_fut_waiter", "_must_cancel", "_cancel_message",
-        "_cancel_requests", "_callbacks", "_name", "_after_step", "_steps", "__weakref__",
+        "_loop", "_coro", "_steps", "_context", "_state", "_exception",
+        "_fut_waiter", "_must_cancel", "_cancel_message", "_cancel_requests",
+        "_callbacks", "_name", "_on_done", "_after_step", "__weakref__",
     )
 
     def __init__(
@@ -97,7 +102,6 @@ class AppTask:
         self._context = contextvars.copy_context() if context is None else context
         self._on_done = on_done
         self._state = _PENDING
-        self._result: Any = None
         self._exception: Optional[BaseException] = None
         self._fut_waiter: Optional[asyncio.Future] = None
         self._must_cancel = False
@@ -118,11 +122,25 @@ class AppTask:
     # -- stepping ---------------------------------------------------------------
 
     def _resume(self, exc: Optional[BaseException] = None) -> None:
-        """A later step: the step, then ``after_step`` outside it."""
+        """A later step: the step, then ``_stepped()`` outside it."""
         self._step(exc)
+        self._stepped()
+
+    # region: hooks
+    def _stepped(self) -> None:
+        """After each step but the first, outside it: ``after_step()``."""
         after_step = self._after_step
         if after_step is not None:
             after_step()
+
+    def _ended(self) -> None:
+        """The coroutine has ended (``_state`` and ``_exception`` say how):
+        ``on_done(task)``, once."""
+        on_done = self._on_done
+        if on_done is not None:
+            self._on_done = None
+            on_done(self)
+    # endregion: hooks
 
     # region: step
     def _step(self, exc: Optional[BaseException] = None) -> None:
@@ -150,20 +168,20 @@ class AppTask:
                 except StopIteration:   # throw() made it return
                     result = _FINISHED
         except CancelledError as cancelled:
-            self._finish(_CANCELLED_NOW, None, cancelled)
+            self._finish(_CANCELLED_NOW, cancelled)
         except (KeyboardInterrupt, SystemExit) as fatal:
-            self._finish(_RAISED, None, fatal)
+            self._finish(_RAISED, fatal)
             raise
         except BaseException as error:  # the app's error, handed to on_done
-            self._finish(_RAISED, None, error)
+            self._finish(_RAISED, error)
         else:
             if result is not _FINISHED:
                 self._wait_for(result)
             elif self._must_cancel:
                 # Cancelled after its last await: asyncio reports it cancelled.
-                self._finish(_CANCELLED_NOW, None, CancelledError(self._cancel_message))
+                self._finish(_CANCELLED_NOW, CancelledError(self._cancel_message))
             else:
-                self._finish(_RETURNED, None, None)
+                self._finish(_RETURNED, None)
         finally:
             _leave_task(loop, self)
     # endregion: step
@@ -207,13 +225,10 @@ class AppTask:
     # endregion: wakeup
 
     # region: finish
-    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
+    def _finish(self, state: str, exc: Optional[BaseException]) -> None:
         self._state = state
-        self._result = result
         self._exception = exc
-        if self._on_done is not None:
-            on_done, self._on_done = self._on_done, None
-            on_done(self)
+        self._ended()
         if self._callbacks:
             for callback, context in self._callbacks:
                 self._loop.call_soon(callback, self, context=context)
@@ -273,7 +288,7 @@ class AppTask:
             raise asyncio.InvalidStateError("result is not set")
         if self._exception is not None:
             raise self._exception
-        return self._result
+        return None
 
     def exception(self) -> Optional[BaseException]:
         """What the coroutine raised, or None; ``CancelledError`` is raised, not returned."""

@@ -53,6 +53,7 @@ from asyncio import futures
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from . import task as task_module
+from .asgi import HTTPCycle
 from .errors import HTTPError
 from .http11.events import Data, EndOfMessage, Request
 from .http11.parser import RequestParser
@@ -685,9 +686,10 @@ class TracingParser(RequestParser):
 def _on_task_start(task: AppTask) -> None:
     """``task.trace_start``: a task's first step is about to run."""
     tracer = _tracers.get(task._loop)
-    if tracer is None or "app" not in tracer.topics or type(task) is not AppTask:
+    tracing_class = _TRACING_CLASSES.get(type(task))
+    if tracer is None or "app" not in tracer.topics or tracing_class is None:
         return
-    task.__class__ = TracingAppTask
+    task.__class__ = tracing_class
     coro = task._coro
     name = getattr(coro, "__qualname__", type(coro).__name__)
     head, tracer.last_head = tracer.last_head, None
@@ -732,10 +734,12 @@ def _on_wsgi_move(cycle: Any, old: Any, event: Any, new: Any) -> None:
                "on the loop" if on_loop else "in thread " + threading.current_thread().name)
 
 
-class TracingAppTask(AppTask):
-    """The same task, saying how it is stepped."""
+class TracingSteps:
+    """What the tracing variant of a task class adds: it says how the task
+    is stepped.  Mixed in before the class it traces, with no fields of its
+    own, so that a started task can switch class."""
 
-    __slots__ = ()   # same layout as AppTask: a started task can switch class
+    __slots__ = ()
 
     def _step(self, exc: Optional[BaseException] = None) -> None:
         tracer = _tracers.get(self._loop)
@@ -778,7 +782,7 @@ class TracingAppTask(AppTask):
             tracer.say("app", "%s resumed: %s", self.get_name(), how)
         super()._wakeup(future)
 
-    def _finish(self, state: str, result: Any, exc: Optional[BaseException]) -> None:
+    def _finish(self, state: str, exc: Optional[BaseException]) -> None:
         tracer = _tracers.get(self._loop)
         if tracer is not None:
             if state == "CANCELLED":
@@ -788,5 +792,22 @@ class TracingAppTask(AppTask):
             else:
                 how = "returned"
             tracer.say("app", "%s finished: %s", self.get_name(), how)
-        super()._finish(state, result, exc)
+        super()._finish(state, exc)
+
+
+class TracingAppTask(TracingSteps, AppTask):
+    """An ``AppTask``, saying how it is stepped."""
+
+    __slots__ = ()   # same layout as AppTask
+
+
+class TracingHTTPCycle(TracingSteps, HTTPCycle):
+    """An ASGI exchange (its own task), saying how its app is stepped."""
+
+    __slots__ = ()   # same layout as HTTPCycle
+
+
+# The tracing variant of each task class; a task of another class (a
+# subclass, or one already switched) is not traced.
+_TRACING_CLASSES = {AppTask: TracingAppTask, HTTPCycle: TracingHTTPCycle}
 

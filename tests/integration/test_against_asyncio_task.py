@@ -1,7 +1,7 @@
-"""Differential: the ASGI suite's apps stepped by AppTask and by asyncio's own
-Task (eager on 3.12+, where CPython has eager tasks; lazy before) must give
-the client the same bytes.  AppTask is meant to be a faster Task, not a
-different one."""
+"""Differential: the ASGI suite's apps stepped by their cycle (an AppTask) and
+by asyncio's own Task (eager on 3.12+, where CPython has eager tasks; lazy
+before) must give the client the same bytes.  AppTask is meant to be a faster
+Task, not a different one."""
 
 import asyncio
 import re
@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import selectserver.asgi
+from selectserver.task import _CANCELLED, _DONE
 from tests.apps import asgi_apps
 from tests.conftest import requires
 from tests.integration.conftest import read_response
@@ -19,34 +20,30 @@ requires("starlette")
 from tests.integration.test_frameworks_asgi import make_fastapi, make_starlette  # noqa: E402
 
 
-class AsyncioTask:
-    """AppTask's interface on top of asyncio.Task."""
+# The asyncio tasks started in place of cycles (the test checks there were some).
+STARTED = []
 
-    def __init__(self, loop, coro, on_done=None, name=None, after_step=None, context=None):
-        self._loop, self._coro, self._on_done = loop, coro, on_done
+
+def start_in_asyncio_task(cycle):
+    """``HTTPCycle.start()`` with asyncio's Task stepping the app, and the
+    cycle told of its end as its own task would tell it."""
+    loop = cycle.get_loop()
+    STARTED.append(cycle)
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(cycle.get_coro(), loop=loop, eager_start=True)
+    else:
+        task = loop.create_task(cycle.get_coro())
+
+    def done(task):
         # asyncio.Task has no after-step hook: the end of the task stands in
         # for it (a pipelined request waits for the previous app to return).
-        self._after_step = after_step
-        self._exception = None
-
-    def start(self):
-        if sys.version_info >= (3, 12):
-            task = asyncio.Task(self._coro, loop=self._loop, eager_start=True)
+        if task.cancelled():
+            cycle._finish(_CANCELLED, asyncio.CancelledError())
         else:
-            task = self._loop.create_task(self._coro)
-        task.add_done_callback(self._done)
+            cycle._finish(_DONE, task.exception())
+        cycle._stepped()
 
-    def take_exception(self):
-        error, self._exception = self._exception, None
-        return error
-
-    def _done(self, task):
-        if not task.cancelled():
-            self._exception = task.exception()
-        if self._on_done is not None:
-            self._on_done(self)
-        if self._after_step is not None:
-            self._after_step()
+    task.add_done_callback(done)
 
 
 DATE = re.compile(rb"date: [^\r]*\r\n")
@@ -100,8 +97,10 @@ def test_apptask_and_asyncio_task_answer_alike(serve, monkeypatch, server_errors
     factory = {"starlette": make_starlette, "fastapi": make_fastapi}.get(name)
     ours = answers(serve, factory() if factory else app, requests)
     errors = server_errors.texts()
-    monkeypatch.setattr(selectserver.asgi, "AppTask", AsyncioTask)
+    monkeypatch.setattr(selectserver.asgi.HTTPCycle, "start", start_in_asyncio_task)
+    del STARTED[:]
     theirs = answers(serve, factory() if factory else app, requests)
+    assert len(STARTED) == len(requests)
     assert ours == theirs
     assert [status for status, _, _ in ours] == statuses
     # The same failure, logged once per failed request by each.

@@ -118,7 +118,7 @@ MUTATIONS = [
     Mutation(
         "app-error-answered-200",
         "an ASGI app that raises before its response gets a 200 with no body",
-        "selectserver/asgi.py", "HTTPCycle.on_app_done",
+        "selectserver/asgi.py", "HTTPCycle._ended",
         r"conn\.respond_error\(500\)", "conn.respond_error(200)",
         ("tests/integration/test_http.py::test_exception_before_start_is_a_500",)),
 ]

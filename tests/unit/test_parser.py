@@ -494,7 +494,7 @@ def test_content_length_values(value, length):
 @pytest.mark.parametrize("known_host", [False, True])
 @pytest.mark.parametrize("host_last", [False, True])
 def test_host_and_content_length_give_what_the_full_rules_give(known_host, host_last):
-    # A known Host and a plain Content-Length take a shorter way (_two_usual_fields):
+    # A known Host and a plain Content-Length take a shorter way (_usual_framing):
     # the same Request, the same faults, either field first.
     host = b"Host: known.example" if known_host else b"Host: new%d.example" % host_last
     if known_host:
@@ -1177,3 +1177,31 @@ def test_request_repr_and_equality():
     assert repr(request) == "Request(b'GET', b'/', '1.1', [(b'host', b'a')])"
     assert request == Request(b"GET", b"/", "1.1", [(b"host", b"a")])
     assert request != Request(b"GET", b"/", "1.1", [(b"host", b"a")], keep_alive=False)
+
+
+# -- the target as path and query (events.split_target) ---------------------------
+
+
+@pytest.mark.parametrize("target, expected", [
+    (b"/", (b"/", b"")), (b"/a/b", (b"/a/b", b"")), (b"/a?b=c", (b"/a", b"b=c")),
+    (b"/?", (b"/", b"")), (b"/a?b?c", (b"/a", b"b?c")), (b"/%3F", (b"/%3F", b"")),
+    (b"http://h/a?q", (b"/a", b"q")), (b"http://h?q", (b"/", b"q")), (b"http://h", (b"/", b"")),
+    (b"https://h:1/a/b", (b"/a/b", b"")), (b"*", (b"*", b"")), (b"h:443", (b"h:443", b"")),
+])
+def test_split_target(target, expected):
+    from selectserver.http11.events import split_target
+    assert split_target(target) == expected
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+@pytest.mark.parametrize("content_length", [None, 0, 5])
+def test_usual_request_is_a_request(keep_alive, content_length):
+    # The parser builds its usual requests without calling Request(); they
+    # must be the same Request, with every slot set.
+    from selectserver.http11.events import usual_request
+    args = (b"GET", b"/a", "1.1", [(b"host", b"a")], keep_alive)
+    made = usual_request(*args, content_length)
+    assert type(made) is Request
+    assert made == Request(*args, False, content_length)
+    assert [getattr(made, name) for name in Request.__slots__] == [
+        b"GET", b"/a", "1.1", [(b"host", b"a")], keep_alive, False, content_length, False, False]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import unquote
 
 from .connection import Connection, Cycle
@@ -362,10 +362,10 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
 def build_scope(conn: Connection, request: Request, root_path: str,
                 root_path_bytes: bytes) -> Dict[str, Any]:
     """The ``http`` scope for ``request`` (ASGI spec 2.4)."""
-    raw_path, query_string = split_target(request.target)
-    path = raw_path.decode("latin-1")
-    if "%" in path:
-        path = unquote(path)
+    paths = _TARGETS.get(request.target)
+    if paths is None:
+        paths = _paths_of(request.target)
+    path, raw_path, query_string = paths
     method = _METHODS.get(request.method) or request.method.decode("ascii")
     return {
         "type": "http",
@@ -384,6 +384,29 @@ def build_scope(conn: Connection, request: Request, root_path: str,
     }
 # endregion: build-scope
 
+
+# Request-targets seen before, as (path, raw_path, query_string): clients
+# ask for the same few targets again and again, and the split, the decode
+# and the test for percent-escapes cost more than one lookup (measured in
+# benchmarks/RESULTS.md, issue 14).  Cleared when full, so a client cannot
+# grow it; long targets are not kept.
+_TARGETS: Dict[bytes, Tuple[str, bytes, bytes]] = {}
+_TARGETS_MAX = 256
+_TARGET_MAX_BYTES = 256
+
+
+def _paths_of(target: bytes) -> Tuple[str, bytes, bytes]:
+    """(path, raw_path, query_string) of a request-target, remembered."""
+    raw_path, query_string = split_target(target)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    paths = (path, raw_path, query_string)
+    if len(target) <= _TARGET_MAX_BYTES:
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[target] = paths
+    return paths
 
 
 def _describe(scope: Dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The ASGI cycle on a fake connection: the exchange that is its own task,
-and the context each app runs in."""
+the context each app runs in, and the scope's remembered targets."""
 
 import asyncio
 import contextvars
 
-from selectserver.asgi import HTTPCycle
+from selectserver import asgi
+from selectserver.asgi import HTTPCycle, build_scope
 from selectserver.task import AppTask
 from tests.unit.test_connection import make_conn  # noqa: F401 (a fixture)
 
@@ -55,3 +56,27 @@ def test_the_exchange_is_the_current_task_of_its_app(make_conn):
     assert task.get_name().startswith("AppTask-")
     assert sock.sent.endswith(b"\r\n2\r\nok\r\n0\r\n\r\n")
 
+
+def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypatch):
+    conn, _ = make_conn()
+    targets = [b"/a%20b?x=1", b"/plain", b"http://example.com/p?q", b"*", b"/" + b"x" * 300]
+
+    class Request:
+        method, http_version, headers = b"GET", "1.1", []
+
+    def scope_of(target):
+        request = Request()
+        request.target = target
+        return build_scope(conn, request, "/root", b"/root")
+
+    fresh = [scope_of(target) for target in targets]
+    again = [scope_of(target) for target in targets]
+    assert again == fresh
+    assert fresh[0]["path"] == "/root/a b" and fresh[0]["raw_path"] == b"/root/a%20b"
+    assert fresh[0]["query_string"] == b"x=1"
+    assert b"/" + b"x" * 300 not in asgi._TARGETS   # too long to keep
+    # A client sending new targets cannot grow it past its bound.
+    monkeypatch.setattr(asgi, "_TARGETS", {})
+    for number in range(asgi._TARGETS_MAX * 2):
+        scope_of(b"/%d" % number)
+    assert 0 < len(asgi._TARGETS) <= asgi._TARGETS_MAX

@@ -80,3 +80,40 @@ def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypa
     for number in range(asgi._TARGETS_MAX * 2):
         scope_of(b"/%d" % number)
     assert 0 < len(asgi._TARGETS) <= asgi._TARGETS_MAX
+
+
+def test_receive_hands_over_what_is_here_in_batches(make_conn):
+    messages = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            messages.append((len(message["body"]), message["more_body"]))
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    conn, sock = make_conn(app)
+    # Three chunks that came together: one message.
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"3\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n")
+    make_conn.read(conn)
+    assert messages == [(6, False)]
+    # A body bigger than a batch, all here: a batch per message.
+    del messages[:]
+    size = asgi._BODY_BATCH_BYTES * 2 + 10
+    chunk = b"x" * 1000
+    chunks = [chunk] * (size // len(chunk)) + [b"y" * (size % len(chunk))]
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
+    make_conn.read(conn)
+    assert sum(length for length, _ in messages) == size
+    assert [more for _, more in messages] == [True] * (len(messages) - 1) + [False]
+    assert all(length >= asgi._BODY_BATCH_BYTES for length, _ in messages[:-1])
+    # A body of one piece, and an empty one.
+    del messages[:]
+    sock.reads.append(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                      b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    make_conn.read(conn)
+    assert messages == [(5, False), (0, False)]

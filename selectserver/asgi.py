@@ -130,7 +130,7 @@ class HTTPCycle(Cycle, AppTask):
             if event.__class__ is Data and len(body) < _BODY_BATCH_BYTES:
                 body, event = self._join_body(body, event)
             # Else the usual body, one piece then its end, costs no list
-            # and no join (E: -N instructions per request, RESULTS.md).
+            # and no join (E: -1,300 instructions per request, RESULTS.md).
         more = event is None or event.__class__ is Data
         if not more:
             self._body_done = True

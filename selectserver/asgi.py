@@ -23,7 +23,8 @@ from urllib.parse import unquote
 from .connection import Connection, Cycle
 from .errors import InvalidResponse
 from .http11.events import Data, Request, split_target
-from .proxy import forwarded_to_scope, from_config as trusted_proxies, resolve as resolve_proxy
+from .proxy import FIELDS as PROXY_FIELDS, forwarded_to_scope
+from .proxy import from_config as trusted_proxies, resolve as resolve_proxy
 from .task import _PENDING, AppTask
 
 log = logging.getLogger("selectserver.error")
@@ -344,13 +345,17 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
     def handle(conn: Connection, request: Request) -> None:
         scope = build_scope(conn, request, root_path, root_path_bytes)
         if trusted is not None:
-            # apply_to_scope() in two steps, so that the usual request (no
-            # proxy field) costs one call; and whether the peer is a trusted
-            # proxy is asked only of a request that carries a proxy field
-            # (two calls fewer a request, see benchmarks/RESULTS.md).
-            forwarded = resolve_proxy(request.headers, trusted, conn.client)
-            if forwarded is not None:
-                forwarded_to_scope(scope, forwarded)
+            # Only a request that carries a proxy field calls resolve(),
+            # which reads the fields and asks whether the peer is a trusted
+            # proxy: the usual request costs a walk over its field names
+            # and no call (-900 instructions per request; before, one call
+            # and no trust question: two calls fewer; benchmarks/RESULTS.md).
+            for name, _ in request.headers:
+                if name in PROXY_FIELDS:
+                    forwarded = resolve_proxy(request.headers, trusted, conn.client)
+                    if forwarded is not None:
+                        forwarded_to_scope(scope, forwarded)
+                    break
         if lifespan_state is not None:
             scope["state"] = lifespan_state.copy()
         if upgrade is not None and request.upgrade and upgrade(app, conn, request, scope):

@@ -124,71 +124,18 @@ class ResponseWriter:
             framing_allowed = False
         body_allowed = framing_allowed and status != 304 and request.method != b"HEAD"
 
-        lines = [status_line, date_server]
-        content_length: Optional[int] = None
-        semantic: Optional[List[Tuple[bytes, bytes]]] = None
-        try:
-            for field in headers:
-                # region: checked-lines
-                if field.__class__ is tuple:
-                    try:
-                        line = _CHECKED_LINES.get(field)
-                    except TypeError:   # a bytearray in it: not hashable
-                        line = None
-                    if line is not None:
-                        lines.append(line)   # checked before: not a framing field
-                        continue
-                # endregion: checked-lines
-                name, value = field
-                try:
-                    lowered = FIELD_NAMES[name]
-                except KeyError:
-                    lowered = lower_field_name(name)
-                    if lowered is None:
-                        raise InvalidResponse("header name %r is not a token" % (name,)) from None
-                if type(value) is not bytes:
-                    value = _bytes_value(name, value)
-                if lowered not in _SEMANTIC_FIELDS:
-                    # RFC 9110 §5.5: a CR, LF or NUL would let the app end the
-                    # line, or the head, and write headers or a body of its own.
-                    # (An int operand makes "in" a plain memchr.)
-                    if 10 in value or 13 in value or 0 in value:
-                        raise InvalidResponse(_bad_value(name))
-                    if field.__class__ is tuple and len(value) <= _CHECKED_VALUE_MAX_BYTES:
-                        lines.append(_remember_line(name, value))
-                        continue
-                elif lowered == b"content-length":
-                    # All digits (checked here or by _content_length()), so
-                    # free of CR, LF and NUL.
-                    if (content_length is None and value.isdigit()
-                            and len(value) <= _MAX_CONTENT_LENGTH_DIGITS):
-                        content_length = int(value)   # the usual case, inline
-                    else:
-                        content_length = _content_length(value, content_length)
-                    if not framing_allowed:
-                        continue
-                else:
-                    if 10 in value or 13 in value or 0 in value:   # as above
-                        raise InvalidResponse(_bad_value(name))
-                    if semantic is None:
-                        semantic = []
-                    semantic.append((lowered, value))
-                    if lowered == b"transfer-encoding" and (body_allowed or not framing_allowed):
-                        continue  # framed by us below, or not allowed at all
-                # The four pieces, joined with the rest of the head: cheaper
-                # than concatenating them here (-540 instructions a field,
-                # callgrind, CPython 3.11).
-                lines += (name, b": ", value, b"\r\n")
-        except InvalidResponse:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise InvalidResponse("headers must be (bytes, bytes) pairs") from exc
-
-        app_close = app_keep_alive = False
-        if semantic is not None:
-            app_close, app_keep_alive, date_server = _read_semantic_fields(
-                semantic, date_server, content_length)
-            lines[1] = date_server
+        # region: response-shape
+        fields = tuple(headers) if headers.__class__ is list else headers
+        shape = None
+        if body_allowed:   # what is remembered are the lines of a response with a body
+            try:
+                shape = _SHAPES.get(fields)
+            except TypeError:   # a list or a bytearray among the fields: not hashable
+                pass
+        if shape is None:
+            shape = _shape_of(fields, framing_allowed, body_allowed)
+        lines, content_length, app_close, app_keep_alive, own_fields = shape
+        # endregion: response-shape
 
         if not body_allowed:
             framing = _NO_BODY
@@ -197,11 +144,13 @@ class ResponseWriter:
             self._remaining = content_length
         elif request.http_version == "1.1":
             framing = _CHUNKED
-            lines.append(b"transfer-encoding: chunked\r\n")
+            lines += b"transfer-encoding: chunked\r\n"
         else:
             # RFC 9112 §6.3 (8): with neither, the body ends when we close.
             framing = _UNTIL_CLOSE
         self._framing = framing
+        if own_fields:
+            date_server = _without_own_fields(date_server, own_fields)
 
         # self.keep_alive: the request's wish, unless the connection said
         # before the head that this is its last response.
@@ -211,10 +160,9 @@ class ResponseWriter:
             # A 101 hands the connection to another protocol; its Connection
             # field ("upgrade") is the app's and must stay as it is.
             if not keep_alive and not app_close:
-                lines.append(b"connection: close\r\n")  # RFC 9112 §9.6
+                lines += b"connection: close\r\n"  # RFC 9112 §9.6
             elif keep_alive and request.http_version == "1.0" and not app_keep_alive:
-                lines.append(b"connection: keep-alive\r\n")  # RFC 9112 §9.3
-        lines.append(b"\r\n")
+                lines += b"connection: keep-alive\r\n"  # RFC 9112 §9.3
         self.status = status
         self.keep_alive = keep_alive
         self.started = True
@@ -222,16 +170,16 @@ class ResponseWriter:
         if end and framing == _LENGTH and type(body) is bytes and len(body) == content_length:
             # The usual case, what body() and end() do for exactly the
             # announced bytes, inline (-4,500 instructions per response).
-            lines.append(body)
             self.bytes_sent = content_length
             self._remaining = 0
             self.finished = True
-        else:
-            if body:
-                lines.append(self.body(body))
-            if end:
-                lines.append(self.end())
-        return b"".join(lines)
+            return b"".join((status_line, date_server, lines, b"\r\n", body))
+        pieces = [status_line, date_server, lines, b"\r\n"]
+        if body:
+            pieces.append(self.body(body))
+        if end:
+            pieces.append(self.end())
+        return b"".join(pieces)
 
     def body(self, data: bytes) -> bytes:
         """``data`` framed for the wire; ``b""`` when there is nothing to send."""
@@ -327,6 +275,117 @@ def _remember_line(name: bytes, value: bytes) -> bytes:
     return line
 
 
+# Response shapes remembered, the app's header fields -> what they mean for
+# a response with a body: an app answers with the same fields again and
+# again (a Content-Type, a Content-Length for the same body), and checking
+# them again says nothing new.  One dict lookup, keyed by the fields
+# themselves, replaces the loop over them: the name lookups, the searches
+# for CR, LF and NUL, reading Content-Length and Connection, and the join of
+# their lines (-4,800 instructions per keep-alive hello, callgrind, CPython
+# 3.11; a response whose fields differ every time pays about as much more,
+# see RESULTS.md).  What depends on the request and the status (CONNECT,
+# HTTP/1.0, keep-alive) is still decided per response; a response without a
+# body (HEAD, 1xx, 204, 304), whose lines differ, takes the full check.
+# Only fields given as tuples of two bytes, which cannot change once made,
+# are a key; a shape is remembered once checked, so a wrong field raises
+# every time.  Bounded like the checked lines: 256 shapes of at most 1 KiB.
+#
+# A shape is a tuple: (the field lines, Content-Length or None, the app's
+# Connection says close, ... says keep-alive, the lowered names of the
+# date_server lines the app replaces).
+_Shape = Tuple[bytes, Optional[int], bool, bool, Tuple[bytes, ...]]
+_SHAPES: Dict[Tuple[Tuple[bytes, bytes], ...], _Shape] = {}
+_SHAPES_MAX = 256
+_SHAPE_MAX_BYTES = 1024
+
+
+def _shape_of(fields: Iterable[Tuple[bytes, bytes]], framing_allowed: bool,
+              body_allowed: bool) -> _Shape:
+    """Check the app's header fields and read what framing needs of them.
+
+    Raises ``InvalidResponse`` for a field HTTP cannot carry: a name that is
+    not a token, a CR, LF or NUL in a value, a malformed or conflicting
+    Content-Length, a Transfer-Encoding other than chunked, or both.  The
+    shape of a response with a body is remembered when ``fields`` is a tuple
+    of (bytes, bytes) tuples.
+    """
+    lines: List[bytes] = []
+    content_length: Optional[int] = None
+    semantic: Optional[List[Tuple[bytes, bytes]]] = None
+    rememberable = body_allowed and fields.__class__ is tuple
+    try:
+        for field in fields:
+            if field.__class__ is tuple:
+                try:
+                    line = _CHECKED_LINES.get(field)
+                except TypeError:   # a bytearray in it: not hashable
+                    line = None
+                if line is not None:
+                    lines.append(line)   # checked before: not a framing field
+                    if field[0].__class__ is not bytes or field[1].__class__ is not bytes:
+                        rememberable = False   # a memoryview, equal to the bytes
+                    continue
+            else:
+                rememberable = False
+            name, value = field
+            try:
+                lowered = FIELD_NAMES[name]
+            except KeyError:
+                lowered = lower_field_name(name)
+                if lowered is None:
+                    raise InvalidResponse("header name %r is not a token" % (name,)) from None
+            if type(value) is not bytes:
+                value = _bytes_value(name, value)
+                rememberable = False
+            elif name.__class__ is not bytes:
+                rememberable = False
+            if lowered not in _SEMANTIC_FIELDS:
+                # RFC 9110 §5.5: a CR, LF or NUL would let the app end the
+                # line, or the head, and write headers or a body of its own.
+                # (An int operand makes "in" a plain memchr.)
+                if 10 in value or 13 in value or 0 in value:
+                    raise InvalidResponse(_bad_value(name))
+                if field.__class__ is tuple and len(value) <= _CHECKED_VALUE_MAX_BYTES:
+                    lines.append(_remember_line(name, value))
+                    continue
+            elif lowered == b"content-length":
+                # All digits (checked here or by _content_length()), so
+                # free of CR, LF and NUL.
+                if (content_length is None and value.isdigit()
+                        and len(value) <= _MAX_CONTENT_LENGTH_DIGITS):
+                    content_length = int(value)   # the usual case, inline
+                else:
+                    content_length = _content_length(value, content_length)
+                if not framing_allowed:
+                    continue
+            else:
+                if 10 in value or 13 in value or 0 in value:   # as above
+                    raise InvalidResponse(_bad_value(name))
+                if semantic is None:
+                    semantic = []
+                semantic.append((lowered, value))
+                if lowered == b"transfer-encoding" and (body_allowed or not framing_allowed):
+                    continue  # framed by us, or not allowed at all
+            # The four pieces, joined once below: cheaper than concatenating
+            # them here (-540 instructions a field, callgrind, CPython 3.11).
+            lines += (name, b": ", value, b"\r\n")
+    except InvalidResponse:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse("headers must be (bytes, bytes) pairs") from exc
+
+    app_close = app_keep_alive = False
+    own_fields: Tuple[bytes, ...] = ()
+    if semantic is not None:
+        app_close, app_keep_alive, own_fields = _read_semantic_fields(semantic, content_length)
+    shape = (b"".join(lines), content_length, app_close, app_keep_alive, own_fields)
+    if rememberable and len(shape[0]) <= _SHAPE_MAX_BYTES:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[fields] = shape
+    return shape
+
+
 def _bad_value(name: bytes) -> str:
     return "header %r has a CR, LF or NUL in its value" % (name,)
 
@@ -363,12 +422,12 @@ def _content_length(value: bytes, previous: Optional[int]) -> int:
 
 
 def _read_semantic_fields(
-    semantic: List[Tuple[bytes, bytes]], date_server: bytes, content_length: Optional[int]
-) -> Tuple[bool, bool, bytes]:
+    semantic: List[Tuple[bytes, bytes]], content_length: Optional[int]
+) -> Tuple[bool, bool, Tuple[bytes, ...]]:
     """Read the app's other framing and persistence fields.
 
-    Returns (close, keep_alive, date_server), where date_server has lost the
-    lines of the fields the app sent itself.
+    Returns (close, keep_alive, own_fields), the last the lowered names of
+    the Date and Server fields the app sent itself.
     """
     chunked = close = keep_alive = False
     own_fields = []
@@ -389,11 +448,14 @@ def _read_semantic_fields(
     if chunked and content_length is not None:
         # RFC 9112 §6.2: never both.
         raise InvalidResponse("both content-length and transfer-encoding")
-    if own_fields:
-        date_server = b"".join(
-            line + b"\r\n" for line in date_server.split(b"\r\n")
-            if line and (lower_field_name(line.partition(b":")[0]) not in own_fields))
-    return close, keep_alive, date_server
+    return close, keep_alive, tuple(own_fields)
+
+
+def _without_own_fields(date_server: bytes, own_fields: Tuple[bytes, ...]) -> bytes:
+    """``date_server`` without the lines of the fields the app sent itself."""
+    return b"".join(
+        line + b"\r\n" for line in date_server.split(b"\r\n")
+        if line and (lower_field_name(line.partition(b":")[0]) not in own_fields))
 
 
 # -- rules for servers that build a head from text (WSGI) -----------------------------

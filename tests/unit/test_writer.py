@@ -566,3 +566,128 @@ def test_status_lines_are_precomputed():
     from selectserver.http11 import writer as writer_module
     assert writer_module._STATUS_LINES[200] == b"HTTP/1.1 200 OK\r\n"
     assert set(writer_module._STATUS_LINES) == set(grammar.REASON_PHRASES)
+
+
+# -- remembered response shapes ---------------------------------------------------------
+#
+# respond() remembers what a tuple of (bytes, bytes) fields means (writer._SHAPES).
+# Whatever it remembered, a response must come out as the full check makes it:
+# the same bytes, the same writer state, the same error.
+
+from selectserver.http11 import writer as writer_module  # noqa: E402
+
+CT = (b"content-type", b"text/plain")
+
+SHAPE_HEADERS = [
+    [],
+    [CT, (b"content-length", b"5")],
+    [(b"Content-Length", b"5"), CT],
+    [CT],
+    [(b"content-length", b"5"), (b"content-length", b"5")],
+    [(b"content-length", b"0")],
+    [(b"content-length", b"5"), (b"connection", b"close")],
+    [(b"Connection", b"Keep-Alive"), (b"content-length", b"5")],
+    [(b"connection", b"keep-alive, close")],
+    [(b"transfer-encoding", b"chunked"), CT],
+    [CT, (b"Transfer-Encoding", b" Chunked ")],
+    [(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"content-length", b"5")],
+    [(b"Server", b"mine")],
+    [(b"connection", b"upgrade"), (b"upgrade", b"websocket")],
+    [(b"x-long", b"v" * 300), CT],
+    [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"vary", b"accept")],
+    # wrong: each must raise, the second time as the first
+    [(b"bad name", b"x")],
+    [CT, (b"x", b"a\r\nb")],
+    [(b"x", b"nul\x00")],
+    [(b"connection", b"close\n")],
+    [(b"content-length", b"abc")],
+    [(b"content-length", b"-1")],
+    [(b"content-length", b"5"), (b"content-length", b"6")],
+    [(b"transfer-encoding", b"gzip")],
+    [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")],
+    [(b"x", "text")],
+    [(b"x",)],
+    [(b"x", b"y", b"z")],
+    [(b"", b"y")],
+]
+
+SHAPE_REQUESTS = [
+    {},
+    {"method": b"HEAD"},
+    {"method": b"CONNECT", "keep_alive": False},
+    {"version": "1.0"},
+    {"version": "1.0", "keep_alive": True},
+    {"keep_alive": False},
+]
+
+
+def outcome(kwargs, status, headers, date_server, body, end):
+    """What respond() gives: the bytes and the writer's state, or the error."""
+    w = writer(**kwargs)
+    try:
+        data = w.respond(status, headers, date_server, body, end)
+    except InvalidResponse as exc:
+        return ("raised", str(exc), state(w))
+    return (data, state(w))
+
+
+@pytest.mark.parametrize("headers", SHAPE_HEADERS, ids=repr)
+@pytest.mark.parametrize("kwargs", SHAPE_REQUESTS, ids=repr)
+def test_a_remembered_shape_answers_as_the_full_check(headers, kwargs):
+    full = [list(field) for field in headers]   # lists: never remembered
+    for status in (200, 204, 304, 101, 404, http.HTTPStatus.CREATED, 599):
+        for date_server, body, end in ((DS, b"hello", True), (b"", b"", False)):
+            args = (status, date_server, body, end)
+            expected = outcome(kwargs, status, full, *args[1:])
+            writer_module._SHAPES.clear()
+            first = outcome(kwargs, status, list(headers), *args[1:])
+            again = outcome(kwargs, status, list(headers), *args[1:])
+            as_tuple = outcome(kwargs, status, tuple(headers), *args[1:])
+            assert first == again == as_tuple == expected, args
+            if expected[0] == "raised":
+                assert not writer_module._SHAPES   # a wrong shape is never kept
+
+
+def test_the_usual_shape_is_remembered_once():
+    writer_module._SHAPES.clear()
+    headers = [CT, (b"content-length", b"5")]
+    first = writer().respond(200, headers, DS, b"hello", True)
+    assert list(writer_module._SHAPES) == [tuple(headers)]
+    assert writer().respond(200, list(headers), DS, b"hello", True) == first
+    assert len(writer_module._SHAPES) == 1
+
+
+class FieldName(bytes):
+    pass
+
+
+@pytest.mark.parametrize("headers", [
+    [[b"content-length", b"5"]],                      # a list as a field
+    [(b"content-length", bytearray(b"5"))],           # unhashable value
+    [(b"x", memoryview(b"y"))],                       # bytes-like, not bytes
+    [(FieldName(b"x"), b"y")],                          # a subclass of bytes
+    [(b"x-big", b"v" * 1100)],                        # too long to keep
+])
+def test_what_is_not_remembered(headers):
+    writer_module._SHAPES.clear()
+    writer_module._CHECKED_LINES[(b"x", b"y")] = b"x: y\r\n"   # memoryview(b"y") == b"y"
+    w = writer()
+    w.respond(200, headers, DS, b"", False)
+    assert not writer_module._SHAPES
+    assert not w.finished
+
+
+def test_headers_from_a_generator_are_read_once_and_not_remembered():
+    writer_module._SHAPES.clear()
+    data = writer().respond(200, (field for field in [CT, (b"content-length", b"2")]),
+                            DS, b"hi", True)
+    assert data == (b"HTTP/1.1 200 OK\r\n" + DS + b"content-type: text/plain\r\n"
+                    b"content-length: 2\r\n\r\nhi")
+    assert not writer_module._SHAPES
+
+
+def test_shapes_stay_bounded():
+    writer_module._SHAPES.clear()
+    for length in range(writer_module._SHAPES_MAX * 2 + 3):
+        writer().respond(200, [CT, (b"content-length", b"%d" % length)], DS, b"", True)
+        assert len(writer_module._SHAPES) <= writer_module._SHAPES_MAX

@@ -69,35 +69,6 @@ class Request:
             self.method, self.target, self.http_version, self.headers)
 
 
-# region: usual-request
-_new_object = object.__new__
-
-
-def usual_request(method: bytes, target: bytes, http_version: str, headers: Headers,
-                  keep_alive: bool, content_length: Optional[int] = None) -> Request:
-    """``Request(method, target, http_version, headers, keep_alive, False,
-    content_length)``: a request without Expect, chunked body or Upgrade.
-
-    The parser's way to the usual request.  CPython 3.11 calls a class's
-    Python ``__init__`` from C, in a new run of the evaluation loop; a plain
-    function is called inline, and fills the same slots (-340 instructions
-    per request, the parser alone, callgrind, CPython 3.11).
-    ``test_usual_request_is_a_request`` holds the two equal.
-    """
-    request = _new_object(Request)
-    request.method = method
-    request.target = target
-    request.http_version = http_version
-    request.headers = headers
-    request.keep_alive = keep_alive
-    request.expect_continue = False
-    request.content_length = content_length
-    request.chunked = False
-    request.upgrade = False
-    return request
-# endregion: usual-request
-
-
 def split_target(target: bytes) -> Tuple[bytes, bytes]:
     """``(raw_path, query_string)`` of a request-target the parser accepted.
 

@@ -1191,17 +1191,3 @@ def test_request_repr_and_equality():
 def test_split_target(target, expected):
     from selectserver.http11.events import split_target
     assert split_target(target) == expected
-
-
-@pytest.mark.parametrize("keep_alive", [False, True])
-@pytest.mark.parametrize("content_length", [None, 0, 5])
-def test_usual_request_is_a_request(keep_alive, content_length):
-    # The parser builds its usual requests without calling Request(); they
-    # must be the same Request, with every slot set.
-    from selectserver.http11.events import usual_request
-    args = (b"GET", b"/a", "1.1", [(b"host", b"a")], keep_alive)
-    made = usual_request(*args, content_length)
-    assert type(made) is Request
-    assert made == Request(*args, False, content_length)
-    assert [getattr(made, name) for name in Request.__slots__] == [
-        b"GET", b"/a", "1.1", [(b"host", b"a")], keep_alive, False, content_length, False, False]

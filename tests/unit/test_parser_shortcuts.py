@@ -17,7 +17,7 @@ import pytest
 
 from selectserver.errors import HTTPError
 from selectserver.http11 import parser as parser_module
-from selectserver.http11.events import NEED_DATA
+from selectserver.http11.events import NEED_DATA, Request
 from selectserver.http11.parser import Limits, RequestParser
 from tests.corpus import cases
 
@@ -157,3 +157,30 @@ def test_usual_framing_gives_what_the_full_rules_give(limits, monkeypatch):
         general = outcome(raw, limits)
         assert cold == general, raw
         assert warm == general, raw
+
+
+USUAL_HEADS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /x?y HTTP/1.0\r\nHost: a\r\nX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    b"POST / HTTP/1.0\r\nContent-Length: 5\r\nHost: a\r\n\r\n12345",
+]
+
+
+@pytest.mark.parametrize("raw", USUAL_HEADS)
+def test_usual_requests_are_what_request_makes(raw, monkeypatch):
+    # The usual framing fills a Request's slots itself, without Request():
+    # every slot must hold what the general path's Request(...) holds.
+    def slots():
+        parser = RequestParser()
+        parser.feed(raw)
+        request = parser.next_event()
+        assert type(request) is Request
+        return [getattr(request, name) for name in Request.__slots__]
+
+    parser_module._FIELD_BLOCKS.clear()
+    cold, warm = slots(), slots()
+    monkeypatch.setattr(parser_module, "_usual_framing", lambda semantic: None)
+    parser_module._FIELD_BLOCKS.clear()
+    assert cold == warm == slots()

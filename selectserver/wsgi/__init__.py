@@ -16,13 +16,13 @@ the connection.
 
 from .bridge import LoopQueue
 from .cycle import TRANSITIONS, CycleEvent, CycleState, ResponseGone, WSGICycle
-from .environ import build_environ, script_name_of
+from .environ import Environs, build_environ, script_name_of
 from .files import FileWrapper
 from .input import NO_BODY, ClientDisconnected, WSGIInput
 from .pool import ThreadPool, make_handler
 
 __all__ = [
     "LoopQueue", "TRANSITIONS", "CycleEvent", "CycleState", "ResponseGone", "WSGICycle",
-    "build_environ", "script_name_of", "FileWrapper", "NO_BODY", "ClientDisconnected",
+    "Environs", "build_environ", "script_name_of", "FileWrapper", "NO_BODY", "ClientDisconnected",
     "WSGIInput", "ThreadPool", "make_handler",
 ]

@@ -174,7 +174,7 @@ class WSGICycle(Cycle):
 
     __slots__ = (
         "conn", "request", "to_loop", "app", "environ", "input", "state", "lock", "_changed",
-        "high_bytes", "spool_bytes", "on_body",
+        "spool_bytes", "on_body",
         # the response as the app described it (the app's thread)
         "status", "headers", "content_length", "app_frames", "remaining",
         # flow control, under the lock
@@ -190,21 +190,26 @@ class WSGICycle(Cycle):
         self.environ: Dict[str, Any] = {}
         self.lock = threading.Lock()
         self._changed: Any = None      # a Condition of lock, made when a thread first waits
-        server = conn.server
+        # Called on the loop once a buffered body is whole (the pool's admission).
+        self.on_body: Optional[Callable[["WSGICycle"], None]] = None
+        # What only a body still to come needs is set only then, and the
+        # write limit is read where a streamed response waits for room: the
+        # usual request (no body, or all of it at the head) pays for neither
+        # (benchmarks/RESULTS.md, "the WSGI environ and cycle, cheaper").
         if body is not None:
             # The whole body came with the head (body_at_head): nothing to receive.
             self.input = BodyInput(body)
             self.state = QUEUED
+        elif request.has_body:
+            read_high_bytes = conn.server.read_high_bytes
+            self.input = WSGIInput(self, True, read_high_bytes)
+            self.state = RECEIVING if buffered else QUEUED
+            # A buffered body above this goes to a temporary file.
+            self.spool_bytes = read_high_bytes
         else:
             # Without a body, all requests share one input that is always at its end.
-            has_body = request.has_body
-            self.input = WSGIInput(self, True, server.read_high_bytes) if has_body else NO_BODY
-            self.state = RECEIVING if has_body and buffered else QUEUED
-        # A buffered body above this goes to a temporary file.
-        self.spool_bytes = server.read_high_bytes
-        # Called on the loop once a buffered body is whole (the pool's admission).
-        self.on_body: Optional[Callable[["WSGICycle"], None]] = None
-        self.high_bytes = server.write_high_bytes
+            self.input = NO_BODY
+            self.state = QUEUED
         self.status = 0
         self.headers: List[Tuple[bytes, bytes]] = []
         self.content_length: Optional[int] = None
@@ -387,8 +392,9 @@ class WSGICycle(Cycle):
             self._hand_over(None, self._send_on_loop, data, False)
 
     def _wait_for_room(self, size: int) -> None:
+        high_bytes = self.conn.server.write_high_bytes
         with self.lock:
-            while (self.blocked or self.in_flight >= self.high_bytes) and self.state is not GONE:
+            while (self.blocked or self.in_flight >= high_bytes) and self.state is not GONE:
                 self.wait()
             if self.state is GONE:
                 raise ResponseGone

@@ -25,7 +25,7 @@ from ..http11.events import Request
 from ..proxy import FIELDS as PROXY_FIELDS, apply_to_environ, from_config as trusted_proxies
 from .bridge import LoopQueue
 from .cycle import RECEIVING, WSGICycle, body_at_head
-from .environ import build_environ, environ_key, script_name_of
+from .environ import Environs, environ_key, script_name_of
 from .files import FileWrapper
 
 log = logging.getLogger("selectserver.error")
@@ -140,13 +140,14 @@ def make_handler(app: Any, config: Any, loop: Any
         started.append(cycle)
 
     trusted = trusted_proxies(config)
+    environs = Environs(base, script_name)
 
     def handle(conn: Connection, request: Request) -> None:
         body = None
         if buffered and request.content_length:
             body = body_at_head(conn, request, conn.server.read_high_bytes)
         cycle = WSGICycle(conn, app, request, to_loop, buffered, body)
-        environ = build_environ(conn, request, base, script_name)
+        environ = environs.build(conn, request)
         if (trusted is not None and not environ.keys().isdisjoint(PROXY_FIELD_KEYS)
                 and trusted.trusts(conn.client)):
             apply_to_environ(environ, request.headers, trusted)

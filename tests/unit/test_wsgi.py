@@ -18,7 +18,7 @@ import pytest
 from selectserver.config import Config
 from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
-    ClientDisconnected, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ)
+    ClientDisconnected, Environs, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ)
 from selectserver.wsgi import script_name_of as _script_name
 from selectserver.wsgi.cycle import TRANSITIONS, CycleEvent, CycleState, body_at_head
 from selectserver.wsgi.input import BodyInput
@@ -249,6 +249,29 @@ def test_root_path_is_latin_1_text_of_its_utf_8():
 def test_headers_with_underscores_are_dropped():
     environ = environ_for(make_request(headers=[(b"x-user", b"alice"), (b"x_user", b"mallory")]))
     assert environ["HTTP_X_USER"] == "alice"
+
+
+def test_a_head_seen_before_gives_the_same_environ_and_a_fresh_copy():
+    from selectserver.wsgi import environ as environ_module
+    base = dict(BASE, SCRIPT_NAME="")
+    environs = Environs(base, "")
+    head = [(b"host", b"example.com"), (b"accept", b"a/b"), (b"accept", b"c/d")]
+    first_conn, other_conn = FakeConnection(), FakeConnection()
+    other_conn.client = ("10.0.0.3", 50001)
+    first = environs.build(first_conn, make_request(b"POST", b"/a?x=1", head, content_length=3))
+    assert first == build_environ(first_conn, make_request(b"POST", b"/a?x=1", head,
+                                                           content_length=3), base, "")
+    first["app.state"] = "set by the app"    # apps add to their environ
+    again = environs.build(other_conn, make_request(b"POST", b"/a?x=1", head, content_length=3))
+    assert again is not first and "app.state" not in again
+    assert again["REMOTE_PORT"] == "50001" and again["HTTP_ACCEPT"] == "a/b, c/d"
+    assert again["CONTENT_LENGTH"] == "3" and again["QUERY_STRING"] == "x=1"
+    # A large head is built each time, never remembered; the number remembered is bounded.
+    environs.build(first_conn, make_request(headers=[(b"cookie", b"c" * 300)]))
+    assert len(environs._heads) == 1
+    for i in range(environ_module._HEADS_MAX + 1):
+        environs.build(first_conn, make_request(target=b"/%d" % i))
+    assert 0 < len(environs._heads) <= environ_module._HEADS_MAX
 
 
 def test_repeated_headers_are_joined():

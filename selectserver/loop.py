@@ -88,7 +88,7 @@ class EventLoop(asyncio.SelectorEventLoop):
     Connections use three methods besides the asyncio API:
     ``add_connection``, ``set_interest`` and ``remove_connection``, and the
     ``batch`` list (see ``_process_events``).  A connection object must
-    provide ``on_readable()``, ``on_writable()``, ``flush()`` and ``abort()``.
+    provide ``on_readable()``, ``on_writable()`` and ``abort()``.
     """
 
     # While _process_events runs (a batch of events): the connections that
@@ -225,7 +225,7 @@ class EventLoop(asyncio.SelectorEventLoop):
             self.batch = None
         for conn in to_flush:
             try:
-                conn.flush()
+                conn.on_writable()
             except Exception as exc:
                 self._connection_failed(conn, exc)
 

@@ -217,7 +217,7 @@ class FlushingConnection(FakeConnection):
         self.log.append(self.name + " read")
         self.loop.batch.append(self)
 
-    def flush(self):
+    def on_writable(self):   # called for the flush at the batch's end
         self.log.append(self.name + " flush")
         if self.fail_flush:
             raise ValueError("bug")

@@ -15,6 +15,13 @@ def hello(environ, start_response):
     return [b"Hello, world!"]
 
 
+def scheduling_policy(environ, start_response):
+    """The pool thread's scheduling policy (Linux), as a number."""
+    import os
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d" % os.sched_getscheduler(0)]
+
+
 def echo(environ, start_response):
     """The body back, read in one read(); method and path in headers."""
     body = environ["wsgi.input"].read()

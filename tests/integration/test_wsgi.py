@@ -59,6 +59,13 @@ def test_hello_is_detected_as_wsgi_and_framed(serve):
     assert headers["content-length"] == "13"
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling policies")
+def test_pool_threads_do_not_preempt_the_loop_on_wakeup(serve):
+    server = serve(wsgi_apps.scheduling_policy)
+    status, _, body = get(server)
+    assert (status, int(body)) == (200, os.SCHED_BATCH)
+
+
 def test_pipelined_requests_leave_the_pool_in_order(serve):
     server = serve(wsgi_apps.echo, threads=4)
     requests = [b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n%02d" % (n, n)

@@ -64,7 +64,8 @@ def _not_preempting_on_wakeup() -> None:
     environ and cycle, cheaper", issue 14).  What it costs: on a CPU shared
     with other busy processes, a woken app thread may wait for the running
     one's time slice (a few milliseconds at most).  The loop's own thread
-    keeps the usual policy.
+    keeps the usual policy; threads an app starts from a pool thread
+    inherit this one.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))

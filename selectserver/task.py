@@ -181,7 +181,13 @@ class AppTask:
                 # Cancelled after its last await: asyncio reports it cancelled.
                 self._finish(_CANCELLED_NOW, CancelledError(self._cancel_message))
             else:
-                self._finish(_RETURNED, None)
+                # The usual end, _finish() inline: the exception is None
+                # already, and one call fewer a request (A -497 instructions,
+                # benchmarks/RESULTS.md).
+                self._state = _RETURNED
+                self._ended()
+                if self._callbacks:
+                    self._call_back()
         finally:
             _leave_task(loop, self)
     # endregion: step
@@ -230,9 +236,13 @@ class AppTask:
         self._exception = exc
         self._ended()
         if self._callbacks:
-            for callback, context in self._callbacks:
-                self._loop.call_soon(callback, self, context=context)
-            self._callbacks = None
+            self._call_back()
+
+    def _call_back(self) -> None:
+        """Schedule the ``add_done_callback`` callbacks, each once."""
+        for callback, context in self._callbacks:
+            self._loop.call_soon(callback, self, context=context)
+        self._callbacks = None
     # endregion: finish
 
     # -- the asyncio.Task API that libraries use --------------------------------------

@@ -782,17 +782,18 @@ class TracingSteps:
             tracer.say("app", "%s resumed: %s", self.get_name(), how)
         super()._wakeup(future)
 
-    def _finish(self, state: str, exc: Optional[BaseException]) -> None:
+    def _ended(self) -> None:
         tracer = _tracers.get(self._loop)
         if tracer is not None:
-            if state == "CANCELLED":
+            exc = self._exception
+            if self._state == "CANCELLED":
                 how = "cancelled"
             elif exc is not None:
                 how = "raised " + type(exc).__name__
             else:
                 how = "returned"
             tracer.say("app", "%s finished: %s", self.get_name(), how)
-        super()._finish(state, exc)
+        super()._ended()
 
 
 class TracingAppTask(TracingSteps, AppTask):

@@ -5,7 +5,8 @@ import asyncio
 import contextvars
 
 from selectserver import asgi
-from selectserver.asgi import HTTPCycle, build_scope
+from selectserver.asgi import HTTPCycle, make_handler
+from selectserver.config import Config
 from selectserver.task import AppTask
 from tests.unit.test_connection import make_conn  # noqa: F401 (a fixture)
 
@@ -62,12 +63,24 @@ def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypa
     targets = [b"/a%20b?x=1", b"/plain", b"http://example.com/p?q", b"*", b"/" + b"x" * 300]
 
     class Request:
-        method, http_version, headers = b"GET", "1.1", []
+        method, http_version, headers, upgrade = b"GET", "1.1", [], False
+
+    class Cycle:
+        """Keeps the scope the handler built; runs no app."""
+        def __init__(self, conn, scope, app, context):
+            self.scope = scope
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(asgi, "HTTPCycle", Cycle)
+    handle = make_handler(None, Config(root_path="/root"))
 
     def scope_of(target):
         request = Request()
         request.target = target
-        return build_scope(conn, request, "/root", b"/root")
+        handle(conn, request)
+        return conn.cycle.scope
 
     fresh = [scope_of(target) for target in targets]
     again = [scope_of(target) for target in targets]

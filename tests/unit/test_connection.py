@@ -482,7 +482,7 @@ def test_write_queue_copies_what_could_change_and_keeps_bytes_by_reference():
     sock = GatherSocket(room=None)
     queue.send(sock)
     assert sock.received == b"m" * LARGE_WRITE_BYTES    # the copy, not the changed buffer
-    assert queue._pieces[0].obj is big
+    assert queue.pieces[0].obj is big
     queue.send(sock)
     assert queue.size == 0 and sock.calls == [("send", 1), ("send", 1)]
 

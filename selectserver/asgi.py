@@ -25,6 +25,7 @@ from .errors import InvalidResponse
 from .http11.events import Data, Request, split_target
 from .proxy import FIELDS as PROXY_FIELDS, forwarded_to_scope
 from .proxy import from_config as trusted_proxies, resolve as resolve_proxy
+from . import task as task_module
 from .task import _PENDING, AppTask
 
 log = logging.getLogger("selectserver.error")
@@ -383,14 +384,20 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
             scope["state"] = lifespan_state.copy()
         if upgrade is not None and request.upgrade and upgrade(app, conn, request, scope):
             return
+        context = base_context.copy()
         try:
-            cycle = HTTPCycle(conn, scope, app, base_context.copy())
+            cycle = HTTPCycle(conn, scope, app, context)
         except Exception:
             log.exception("Exception in ASGI application (%s)", _describe(scope))
             conn.respond_error(500)
             return
         conn.cycle = cycle
-        cycle.start()
+        # AppTask.start(), its two lines here: the app's first step runs
+        # now, in its own context, one call fewer per request (A -283
+        # instructions, benchmarks/RESULTS.md).
+        if task_module.trace_start is not None:
+            task_module.trace_start(cycle)
+        context.run(cycle._step, None)
     # endregion: handle
 
     return handle

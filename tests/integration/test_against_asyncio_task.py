@@ -24,8 +24,9 @@ from tests.integration.test_frameworks_asgi import make_fastapi, make_starlette 
 STARTED = []
 
 
-def start_in_asyncio_task(cycle):
-    """``HTTPCycle.start()`` with asyncio's Task stepping the app, and the
+def start_in_asyncio_task(cycle, exc=None):
+    """The cycle's first step (``HTTPCycle._step``, which the handler runs
+    in place of ``start()``) with asyncio's Task stepping the app, and the
     cycle told of its end as its own task would tell it."""
     loop = cycle.get_loop()
     STARTED.append(cycle)
@@ -97,7 +98,7 @@ def test_apptask_and_asyncio_task_answer_alike(serve, monkeypatch, server_errors
     factory = {"starlette": make_starlette, "fastapi": make_fastapi}.get(name)
     ours = answers(serve, factory() if factory else app, requests)
     errors = server_errors.texts()
-    monkeypatch.setattr(selectserver.asgi.HTTPCycle, "start", start_in_asyncio_task)
+    monkeypatch.setattr(selectserver.asgi.HTTPCycle, "_step", start_in_asyncio_task)
     del STARTED[:]
     theirs = answers(serve, factory() if factory else app, requests)
     assert len(STARTED) == len(requests)

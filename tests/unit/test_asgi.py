@@ -70,7 +70,7 @@ def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypa
         def __init__(self, conn, scope, app, context):
             self.scope = scope
 
-        def start(self):
+        def _step(self, exc):
             pass
 
     monkeypatch.setattr(asgi, "HTTPCycle", Cycle)

@@ -106,9 +106,25 @@ class HTTPCycle(Cycle, AppTask):
             if self.disconnected or self.phase is _DONE:
                 return {"type": "http.disconnect"}
             if not self._body_done:
-                message = self._take_body()
-                if message is not None:
-                    return message
+                # Hand over everything already buffered in one message, so
+                # a small POST is one receive() with more_body False; here,
+                # not in a method of its own (E -324 instructions,
+                # benchmarks/RESULTS.md).
+                conn = self.conn
+                event = conn.receive_body()
+                if event is not None:
+                    body = b""
+                    if event.__class__ is Data:
+                        body = event.data
+                        event = conn.receive_body()
+                        if event.__class__ is Data and len(body) < _BODY_BATCH_BYTES:
+                            body, event = self._join_body(body, event)
+                        # Else the usual body, one piece then its end, costs
+                        # no list and no join (E: -1,300 instructions).
+                    more = event is None or event.__class__ is Data
+                    if not more:
+                        self._body_done = True
+                    return {"type": "http.request", "body": body, "more_body": more}
             # Nothing to hand over: wait for bytes, the response's end or
             # the client leaving.
             self._receiving = self.conn.loop.create_future()
@@ -117,26 +133,6 @@ class HTTPCycle(Cycle, AppTask):
             finally:
                 self._receiving = None
     # endregion: receive
-
-    def _take_body(self) -> Optional[Dict[str, Any]]:
-        # Hand over everything already buffered in one message, so a small
-        # POST is one receive() with more_body False.
-        conn = self.conn
-        event = conn.receive_body()
-        if event is None:
-            return None
-        body = b""
-        if event.__class__ is Data:
-            body = event.data
-            event = conn.receive_body()
-            if event.__class__ is Data and len(body) < _BODY_BATCH_BYTES:
-                body, event = self._join_body(body, event)
-            # Else the usual body, one piece then its end, costs no list
-            # and no join (E: -1,300 instructions per request, RESULTS.md).
-        more = event is None or event.__class__ is Data
-        if not more:
-            self._body_done = True
-        return {"type": "http.request", "body": body, "more_body": more}
 
     def _join_body(self, body: bytes, event: Data) -> Tuple[bytes, Any]:
         """``body`` and the pieces after it that are here, up to a batch;

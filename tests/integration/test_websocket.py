@@ -24,7 +24,7 @@ from selectserver.websocket.frames import (
 from tests.apps import ws_apps
 from tests.apps.ws_apps import EVENTS
 from tests.conftest import requires
-from tests.integration.conftest import read_response
+from tests.integration.conftest import read_response, run_client
 from tests.integration.test_tls import certificate  # noqa: F401 (a fixture)
 
 websockets = requires("websockets")
@@ -201,7 +201,7 @@ def test_asyncio_clients_100_at_once(serve):
     async def main():
         return await asyncio.gather(*(one(n) for n in range(100)))
 
-    assert sorted(asyncio.run(asyncio.wait_for(main(), 60))) == list(range(100))
+    assert sorted(run_client(asyncio.wait_for(main(), 60))) == list(range(100))
 
 
 def test_the_access_log_has_a_line_for_the_101(serve, caplog):
@@ -641,6 +641,6 @@ def test_wss_over_tls(serve, certificate):
             await ws.send(big)
             return scheme, await ws.recv()
 
-    scheme, echoed = asyncio.run(asyncio.wait_for(main(), 30))
+    scheme, echoed = run_client(asyncio.wait_for(main(), 30))
     assert scheme == "wss"
     assert echoed == big

@@ -74,7 +74,7 @@ def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypa
             pass
 
     monkeypatch.setattr(asgi, "HTTPCycle", Cycle)
-    handle = make_handler(None, Config(root_path="/root"))
+    handle = make_handler(None, Config(root_path="/api"))
 
     def scope_of(target):
         request = Request()
@@ -85,7 +85,7 @@ def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypa
     fresh = [scope_of(target) for target in targets]
     again = [scope_of(target) for target in targets]
     assert again == fresh
-    assert fresh[0]["path"] == "/root/a b" and fresh[0]["raw_path"] == b"/root/a%20b"
+    assert fresh[0]["path"] == "/api/a b" and fresh[0]["raw_path"] == b"/api/a%20b"
     assert fresh[0]["query_string"] == b"x=1"
     assert b"/" + b"x" * 300 not in asgi._TARGETS   # too long to keep
     # A client sending new targets cannot grow it past its bound.

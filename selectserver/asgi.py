@@ -399,8 +399,6 @@ def make_handler(app: Any, config: Any, state: Optional[Dict[str, Any]] = None,
     return handle
 
 
-
-
 # Request-targets seen before, as (path, raw_path, query_string): clients
 # ask for the same few targets again and again, and the split, the decode
 # and the test for percent-escapes cost more than one lookup (measured in

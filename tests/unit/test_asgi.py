@@ -58,6 +58,27 @@ def test_the_exchange_is_the_current_task_of_its_app(make_conn):
     assert sock.sent.endswith(b"\r\n2\r\nok\r\n0\r\n\r\n")
 
 
+def test_the_exchange_sets_every_field_of_the_task_it_is(make_conn):
+    """HTTPCycle.__init__ sets AppTask's fields itself (one-object): a field
+    AppTask gains must be set there too.  Only the two hooks' callbacks are
+    left unset, since HTTPCycle overrides the hooks that read them."""
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(asyncio.current_task())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    conn, sock = make_conn(app)
+    sock.reads.append(REQUEST % b"a")
+    make_conn.read(conn)
+    cycle = seen[0]
+    unset = {name for name in AppTask.__slots__ if name != "__weakref__"
+             and not hasattr(cycle, name)}
+    assert unset == {"_on_done", "_after_step"}
+    assert HTTPCycle._ended is not AppTask._ended and HTTPCycle._stepped is not AppTask._stepped
+
+
 def test_remembered_targets_give_the_scope_a_fresh_one_gives(make_conn, monkeypatch):
     conn, _ = make_conn()
     targets = [b"/a%20b?x=1", b"/plain", b"http://example.com/p?q", b"*", b"/" + b"x" * 300]

@@ -355,43 +355,67 @@ class RequestParser:
         # alone, callgrind, CPython 3.11).
         known = (_FIELD_BLOCKS.get(block) if len(block) <= _FIELD_BLOCK_MAX_BYTES
                  else None)
-        if known is not None and request_line.translate(REQUEST_LINE_CHECK) == request_line:
+        # region: known-request-lines
+        # With a known block, a request line seen before (it is kept only
+        # once it passed every check below, and only in origin-form) is one
+        # more lookup: its method, target and version, the same objects each
+        # time, whose hashes the apps' own caches then find already made
+        # (_TARGETS in asgi.py and wsgi/environ.py).  -2,770 instructions per
+        # request of A, -2,780 of E, -2,840 of a WSGI hello (callgrind,
+        # CPython 3.11; benchmarks/RESULTS.md, "known request lines").
+        line = _REQUEST_LINES.get(request_line) if known is not None else None
+        if line is not None:
+            method, target, http_version = line
             fields, semantic, framing = known
             lines = None
             field_count = len(fields)
+            origin_form, authority = True, None
+        # endregion: known-request-lines
         else:
-            # region: control-octets
-            lines = head.split(b"\r\n")
-            # Without the CRLFs between lines the head may hold no control
-            # octet at all: a CTL, a bare CR or LF.  Checked before the
-            # request line is read, so that the answer does not depend on
-            # how the head was split into feeds (see _incomplete_head).
-            field_count = len(lines) - 1   # checked against the limit below
-            octets = b"".join(lines)
-            if octets.translate(FIELD_LINE_CHECK) != octets:
-                raise BadRequest(_octet_error(lines))
-            # endregion: control-octets
-            # The line has no CTL but maybe HTAB (checked above); what else
-            # REQUEST_LINE_CHARS excludes is obs-text.  Cheaper than translate().
-            if 9 in request_line or not request_line.isascii():
-                raise BadRequest("invalid octet in the request line")
+            if known is not None and request_line.translate(REQUEST_LINE_CHECK) == request_line:
+                fields, semantic, framing = known
+                lines = None
+                field_count = len(fields)
+            else:
+                # region: control-octets
+                lines = head.split(b"\r\n")
+                # Without the CRLFs between lines the head may hold no control
+                # octet at all: a CTL, a bare CR or LF.  Checked before the
+                # request line is read, so that the answer does not depend on
+                # how the head was split into feeds (see _incomplete_head).
+                field_count = len(lines) - 1   # checked against the limit below
+                octets = b"".join(lines)
+                if octets.translate(FIELD_LINE_CHECK) != octets:
+                    raise BadRequest(_octet_error(lines))
+                # endregion: control-octets
+                # The line has no CTL but maybe HTAB (checked above); what else
+                # REQUEST_LINE_CHARS excludes is obs-text.  Cheaper than translate().
+                if 9 in request_line or not request_line.isascii():
+                    raise BadRequest("invalid octet in the request line")
+            try:
+                method, target, version = request_line.split(b" ")
+            except ValueError:   # not three parts; unpacking tests it for free
+                raise BadRequest("the request line is not method SP target SP version") from None
+            if method not in _COMMON_METHODS and (not method or method.translate(None, TCHAR)):
+                raise BadRequest("the method is not a token")
+            # A comparison, not a dict lookup: the version is a new bytes object
+            # each time, and hashing it cost more than this test (callgrind).
+            http_version = ("1.1" if version == b"HTTP/1.1"
+                            else _KNOWN_VERSIONS.get(version) or _parse_version(version))
+            if 35 in target:  # "#"
+                # RFC 9112 §3.2: no form of request-target has a fragment; a
+                # client strips it, and parts after "#" mean nothing to us.
+                raise BadRequest("fragment in the request target")
+            origin_form = target[:1] == b"/" and method != b"CONNECT"
+            if origin_form:
+                authority = None
+                if len(request_line) <= _REQUEST_LINE_MAX_BYTES:
+                    if len(_REQUEST_LINES) >= _REQUEST_LINES_MAX:
+                        _REQUEST_LINES.clear()
+                    _REQUEST_LINES[request_line] = (method, target, http_version)
+            else:
+                authority = _check_target_form(method, target)
         # endregion: known-field-blocks
-        try:
-            method, target, version = request_line.split(b" ")
-        except ValueError:   # not three parts; unpacking tests it for free
-            raise BadRequest("the request line is not method SP target SP version") from None
-        if method not in _COMMON_METHODS and (not method or method.translate(None, TCHAR)):
-            raise BadRequest("the method is not a token")
-        # A comparison, not a dict lookup: the version is a new bytes object
-        # each time, and hashing it cost more than this test (callgrind).
-        http_version = ("1.1" if version == b"HTTP/1.1"
-                        else _KNOWN_VERSIONS.get(version) or _parse_version(version))
-        if 35 in target:  # "#"
-            # RFC 9112 §3.2: no form of request-target has a fragment; a
-            # client strips it, and parts after "#" mean nothing to us.
-            raise BadRequest("fragment in the request target")
-        origin_form = target[:1] == b"/" and method != b"CONNECT"
-        authority = None if origin_form else _check_target_form(method, target)
         if field_count > limits.max_header_count:
             raise HeaderFieldsTooLarge("more than %d header fields" % limits.max_header_count)
 
@@ -816,6 +840,13 @@ _FIELD_BLOCKS: Dict[bytes, Tuple[Tuple[Tuple[bytes, bytes], ...], Headers,
                                 Optional[Tuple[Optional[bool], Optional[int]]]]] = {}
 _FIELD_BLOCKS_MAX = 64
 _FIELD_BLOCK_MAX_BYTES = 1024
+
+# Request lines in origin-form that passed every check, mapped to their
+# (method, target, version); see _read_head(), "known-request-lines".
+# Bounded like _FIELD_BLOCKS; long targets are not kept.
+_REQUEST_LINES: Dict[bytes, Tuple[bytes, bytes, str]] = {}
+_REQUEST_LINES_MAX = 256
+_REQUEST_LINE_MAX_BYTES = 512
 
 # Field lines already parsed, mapped to their (lowercased name, value): a
 # client sends the same Host, User-Agent and Accept lines on every request,

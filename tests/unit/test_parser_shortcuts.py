@@ -1,12 +1,14 @@
 """The parser's shortcuts for usual heads: they must change nothing.
 
 A head whose field lines were all seen before, as one block, skips their
-octet check and their parsing (parser.py, "known-field-blocks"); the usual
-sets of interpreted fields are framed without _request() ("usual-framing").
-Every input must still get what the general path gives: the same events,
-and for a fault the same exception class and message.  Each case is parsed
-with the cache empty, then again with its field block known; and with the
-usual framing, then without it.
+octet check and their parsing (parser.py, "known-field-blocks"), and with
+such a block a request line seen before skips its checks too
+("known-request-lines"); the usual sets of interpreted fields are framed
+without _request() ("usual-framing").  Every input must still get what the
+general path gives: the same events, and for a fault the same exception
+class and message.  Each case is parsed with the caches empty, then with
+its field block known, then with its request line known as well; and with
+the usual framing, then without it.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ def outcome(raw, limits=None):
 
 
 def cold_and_warm(raw, limits=None, block=None):
-    """The outcome with no known block, then with ``raw``'s block known."""
+    """The outcome with no known block, then with ``raw``'s block known.
+
+    A third parse, with the request line known too if it was good, must
+    give the second's outcome.
+    """
     if block is None:
         block = raw.partition(b"\r\n")[2].partition(b"\r\n\r\n")[0]
     parser_module._FIELD_BLOCKS.clear()
+    parser_module._REQUEST_LINES.clear()
     cold = outcome(raw, limits)
     # Made known (if it is good) by a request with another request line.
     priming = RequestParser()
@@ -48,6 +55,7 @@ def cold_and_warm(raw, limits=None, block=None):
     except HTTPError:
         pass
     warm = outcome(raw, limits)
+    assert outcome(raw, limits) == warm, "with the request line known"
     return cold, warm
 
 
@@ -122,6 +130,25 @@ def test_known_blocks_are_bounded():
     long_block = b"Host: a\r\nCookie: " + b"c" * parser_module._FIELD_BLOCK_MAX_BYTES
     outcome(b"GET / HTTP/1.1\r\n" + long_block + b"\r\n\r\n")
     assert long_block not in parser_module._FIELD_BLOCKS
+
+
+def test_only_good_origin_form_request_lines_are_kept():
+    parser_module._REQUEST_LINES.clear()
+    for line in REQUEST_LINES:
+        outcome(line + b"\r\n" + BLOCK + b"\r\n\r\n")
+    assert set(parser_module._REQUEST_LINES) == {
+        b"GET / HTTP/1.1", b"POST /a?b=c HTTP/1.0", b"BREW /pot HTTP/1.1", b"GET / HTTP/1.2"}
+    assert parser_module._REQUEST_LINES[b"GET / HTTP/1.2"] == (b"GET", b"/", "1.1")
+
+
+def test_known_request_lines_are_bounded():
+    parser_module._REQUEST_LINES.clear()
+    for i in range(parser_module._REQUEST_LINES_MAX + 10):
+        assert outcome(b"GET /%d HTTP/1.1\r\n%s\r\n\r\n" % (i, BLOCK))[0]["type"] == "request"
+    assert 0 < len(parser_module._REQUEST_LINES) <= parser_module._REQUEST_LINES_MAX
+    long_line = b"GET /" + b"a" * parser_module._REQUEST_LINE_MAX_BYTES + b" HTTP/1.1"
+    assert outcome(long_line + b"\r\n" + BLOCK + b"\r\n\r\n")[0]["type"] == "request"
+    assert long_line not in parser_module._REQUEST_LINES
 
 
 HOSTS = [b"Host: a", b"Host: a.example:8000", b"Host: bad host", b"Host: ", b"host: [::1]"]

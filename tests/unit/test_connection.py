@@ -523,6 +523,107 @@ def test_a_cycle_answering_from_a_loop_callback_goes_on_to_the_next_request_at_o
     assert sock.sent.count(b"200 OK") == 2 and conn.state is IDLE
 
 
+def answering_later(served, body=b"ok"):
+    """A handler whose cycle answers from a loop callback, as the WSGI bridge
+    does (the app runs elsewhere)."""
+    from selectserver.connection import Cycle
+
+    class LoopCycle(Cycle):
+        pass
+
+    def handler(conn, request):
+        conn.cycle = LoopCycle()
+        served.append(request.target)
+        conn.loop.call_soon(conn.respond, 200, [(b"content-length", b"%d" % len(body))], body, True)
+    return handler
+
+
+def assert_interest_settled(conn):
+    """The selector already watches for what _update_interest() wants: a call
+    the connection skipped (its "interest is already right" shortcuts) would
+    have changed nothing."""
+    interest = conn._interest
+    conn._update_interest()
+    assert conn._interest == interest
+
+
+def test_an_answer_from_a_loop_callback_with_nothing_left_skips_nothing_it_needs(make_conn):
+    served = []
+    conn, sock = make_conn()
+    conn.server.handler = answering_later(served)
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    assert conn.state is RUNNING and conn._interest == EVENT_READ
+    assert_interest_settled(conn)
+    make_conn.in_loop(lambda: None)
+    assert sock.sent.endswith(b"ok") and conn.state is IDLE and conn._interest == EVENT_READ
+    assert_interest_settled(conn)
+
+
+def test_an_answer_from_a_loop_callback_goes_on_with_part_of_the_next_head(make_conn):
+    served = []
+    conn, sock = make_conn()
+    conn.server.handler = answering_later(served)
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HT")
+    make_conn.read(conn)
+    make_conn.in_loop(lambda: None)
+    # The bytes of /b are seen: its head deadline runs, not keep-alive's.
+    assert served == [b"/a"] and conn.state is READING_HEAD
+    assert_interest_settled(conn)
+
+
+def test_an_answer_from_a_loop_callback_the_client_does_not_read_stops_reading(make_conn):
+    served = []
+    conn, sock = make_conn(write_buffer_high_bytes=16)
+    conn.server.handler = answering_later(served, b"x" * 64)
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    make_conn.read(conn)
+    sock.room = 10
+    make_conn.in_loop(lambda: None)
+    # Above the write buffer's mark between requests: no next request is read.
+    assert conn.state is IDLE and conn._interest == EVENT_WRITE
+    assert_interest_settled(conn)
+    sock.room = None
+    conn.on_writable()
+    assert sock.sent.endswith(b"x" * 64) and conn._interest == EVENT_READ
+
+
+def test_an_answer_queued_above_the_mark_in_a_batch_stops_reading_at_once(make_conn):
+    from selectserver.connection import Cycle
+
+    seen = []
+
+    def handler(conn, request):
+        # Answered inside the batch by a cycle of loop callbacks: queued.
+        conn.cycle = Cycle()
+        conn.respond(200, [(b"content-length", b"64")], b"x" * 64, True)
+        seen.append((conn.state, conn._interest))
+
+    conn, sock = make_conn(write_buffer_high_bytes=16)
+    conn.server.handler = handler
+    sock.reads.append(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.room = 10
+    make_conn.read(conn)
+    assert seen == [(IDLE, 0)]   # before the batch's flush
+    assert conn._interest == EVENT_WRITE and sock.sent == sock.sends[0]
+    assert_interest_settled(conn)
+
+
+def test_a_body_above_the_read_mark_pauses_reading_until_the_answer_skips_it(make_conn):
+    served = []
+    conn, sock = make_conn(read_buffer_high_bytes=16)
+    conn.server.handler = answering_later(served)
+    sock.reads.append(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 32\r\n\r\n" + b"b" * 32)
+    make_conn.read(conn)
+    # The app runs elsewhere and has not read the body: read no more.
+    assert conn.state is RUNNING and conn._interest == 0
+    assert_interest_settled(conn)
+    make_conn.in_loop(lambda: None)
+    # The unread body, all here, is skipped: reading resumes for the next request.
+    assert conn.state is IDLE and conn._interest == EVENT_READ
+    assert_interest_settled(conn)
+
+
 def test_shutdown_closes_a_handshake_and_asks_an_upgraded_protocol_to_end(make_conn):
     from selectserver.connection import HANDSHAKE, UPGRADED, Protocol
 

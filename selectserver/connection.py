@@ -812,6 +812,31 @@ class Connection:
             self._update_interest()
         return event
 
+    def receive_whole_body(self) -> Optional[bytes]:
+        """The rest of the request's Content-Length body in one piece, when
+        all of it is here; else None, and nothing changes (``receive_body()``
+        then takes it as it comes).
+
+        What ``receive_body()`` would hand out as ``Data`` and then
+        ``EndOfMessage``, with the same duties: a client waiting on
+        ``Expect: 100-continue`` is answered, and reading resumes if the
+        body held it back.  One call instead of two, each with a
+        ``next_event()`` (WSGI E, see benchmarks/RESULTS.md).
+        """
+        state = self.state
+        if state is not RUNNING and state is not RUNNING_LAST:
+            return None
+        body = self.parser.take_body()
+        if body is None:
+            return None
+        if self._continue_owed:
+            self._continue_owed = False
+            if not self.writer.started:
+                self.write(CONTINUE)
+        if not self._interest & EVENT_READ:
+            self._update_interest()
+        return body
+
     def upgrade(self, protocol: Protocol) -> bytes:
         """Hand the socket to another protocol after a 101 response.
 

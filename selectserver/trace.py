@@ -664,6 +664,16 @@ class TracingParser(RequestParser):
                     tracer.say("conn", "fd %d parser: end of request", fd)
         return event
 
+    def take_body(self) -> Any:
+        body = super().take_body()
+        owner = _parser_owners.get(id(self))
+        if body is not None and owner is not None:
+            # The body and the end at once, said as next_event() says them.
+            tracer, fd = owner
+            tracer.say("conn", "fd %d parser: body, %d bytes", fd, len(body))
+            tracer.say("conn", "fd %d parser: end of request", fd)
+        return body
+
     def next_request(self, skip_body: bool = True) -> bool:
         before = self.buffered_bytes
         ready = super().next_request(skip_body)

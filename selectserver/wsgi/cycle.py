@@ -651,18 +651,10 @@ def body_at_head(conn: Connection, request: Request, limit_bytes: int) -> Option
     parser only knows they are whole once it has parsed them.
     """
     length = request.content_length
-    if not length or length > limit_bytes or request.chunked or not conn.parser.body_complete:
+    if not length or length > limit_bytes:
         return None
-    pieces = []
-    while True:
-        event = conn.receive_body()
-        if event is None:
-            # The connection refused the body and answered by itself: the
-            # cycle waits in RECEIVING until it hears the client is gone.
-            return None
-        if event.__class__ is not Data:
-            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        pieces.append(event.data)
+    # One call: the body and its end at once, or None (not all here yet).
+    return conn.receive_whole_body()
 # endregion: body-at-head
 
 

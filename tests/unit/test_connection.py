@@ -624,6 +624,79 @@ def test_a_body_above_the_read_mark_pauses_reading_until_the_answer_skips_it(mak
     assert_interest_settled(conn)
 
 
+def taking_whole_bodies(taken, now=True, interests=None):
+    """A handler that takes the whole body with receive_whole_body(), at
+    once (as the WSGI handler does) or later from a loop callback, and
+    answers with it; ``interests`` gets the interest just after each taking."""
+    from selectserver.connection import Cycle
+
+    def take_and_answer(conn):
+        body = conn.receive_whole_body()
+        taken.append(body)
+        if interests is not None:
+            interests.append(conn._interest)
+        if body is not None:
+            conn.respond(200, [(b"content-length", b"%d" % len(body))], body, True)
+
+    def handler(conn, request):
+        conn.cycle = Cycle()
+        if now:
+            take_and_answer(conn)
+        else:
+            conn.loop.call_soon(take_and_answer, conn)
+    return handler
+
+
+def test_a_whole_body_is_received_in_one_piece_and_the_next_request_follows(make_conn):
+    taken = []
+    conn, sock = make_conn()
+    conn.server.handler = taking_whole_bodies(taken)
+    post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    sock.reads.append(post + b"hello" + post + b"world")
+    make_conn.read(conn)
+    assert taken == [b"hello", b"world"]
+    assert sock.sent.count(b"200 OK") == 2 and sock.sent.endswith(b"world")
+    assert conn.state is IDLE and conn._interest == EVENT_READ
+
+
+def test_a_whole_body_answers_100_continue_as_receive_body_would(make_conn):
+    taken = []
+    conn, sock = make_conn()
+    conn.server.handler = taking_whole_bodies(taken)
+    head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    sock.reads.append(head + b"hello")
+    make_conn.read(conn)
+    assert taken == [b"hello"]
+    assert sock.sent.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert sock.sent.count(b"100 Continue") == 1 and conn.state is IDLE
+
+
+def test_a_body_not_all_here_is_not_taken_and_nothing_is_answered(make_conn):
+    taken = []
+    conn, sock = make_conn()
+    conn.server.handler = taking_whole_bodies(taken)
+    head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    sock.reads.append(head + b"hel")
+    make_conn.read(conn)
+    # Left to receive_body(), which answers 100 Continue when the app asks.
+    assert taken == [None] and sock.sent == b"" and conn.state is RUNNING
+    event = conn.receive_body()
+    assert event.data == b"hel" and sock.sent == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_a_whole_body_taken_resumes_reading(make_conn):
+    taken, interests = [], []
+    conn, sock = make_conn(read_buffer_high_bytes=16)
+    conn.server.handler = taking_whole_bodies(taken, now=False, interests=interests)
+    sock.reads.append(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 32\r\n\r\n" + b"b" * 32)
+    key = conn.loop._selector.get_key(conn.sock)
+    conn.loop._process_events([(key, EVENT_READ)])   # read; the callback is still to run
+    assert conn.state is RUNNING and conn._interest == 0
+    make_conn.in_loop(lambda: None)
+    assert taken == [b"b" * 32] and interests == [EVENT_READ]
+    assert conn.state is IDLE and sock.sent.endswith(b"b" * 32)
+
+
 def test_shutdown_closes_a_handshake_and_asks_an_upgraded_protocol_to_end(make_conn):
     from selectserver.connection import HANDSHAKE, UPGRADED, Protocol
 

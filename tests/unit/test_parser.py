@@ -595,6 +595,56 @@ def test_content_length_body_streams():
     assert parser.buffered_bytes == 4
 
 
+def test_take_body_hands_out_a_whole_length_body_and_its_end_at_once():
+    parser = RequestParser()
+    parser.feed(post_with(b"Content-Length: 5", body=b"hello") + GET)
+    assert parser.next_event().content_length == 5
+    assert parser.body_complete
+    assert parser.take_body() == b"hello"
+    # As after EndOfMessage: paused, the next request waiting behind.
+    assert parser.next_event() is PAUSED and parser.buffered_bytes == len(GET)
+    assert parser.take_body() is None
+    assert parser.next_request()
+    assert parser.next_event().target == b"/" and parser.next_event() is END_OF_MESSAGE
+
+
+def test_take_body_changes_nothing_until_the_whole_body_is_here():
+    parser = RequestParser()
+    parser.feed(post_with(b"Content-Length: 10", body=b"abc"))
+    parser.next_event()
+    assert parser.take_body() is None and parser.buffered_bytes == 3
+    assert parser.next_event() == Data(b"abc")
+    parser.feed(b"defg")
+    assert parser.take_body() is None
+    parser.feed(b"hij")
+    # The rest, received as pieces (a bytearray buffer): one bytes object.
+    body = parser.take_body()
+    assert body == b"defghij" and type(body) is bytes
+    assert parser.buffered_bytes == 0 and parser.next_event() is PAUSED
+
+
+def test_take_body_does_not_copy_a_body_received_alone():
+    parser = RequestParser()
+    parser.feed(post_with(b"Content-Length: 4096"))
+    parser.next_event()
+    data = b"x" * 4096
+    parser.feed(data)
+    assert parser.take_body() is data
+
+
+@pytest.mark.parametrize("raw", [
+    GET,                                                                  # no body
+    post_with(b"Content-Length: 0"),                                      # an empty one
+    post_with(b"Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n\r\n"),   # chunked
+])
+def test_take_body_leaves_other_bodies_to_next_event(raw):
+    parser = RequestParser()
+    parser.feed(raw)
+    parser.next_event()
+    assert parser.take_body() is None
+    assert events(b"", parser=parser) == events(raw)[1:]
+
+
 def test_zero_content_length_has_no_body_events():
     assert events(post_with(b"Content-Length: 0"))[1:] == [END_OF_MESSAGE, PAUSED]
 

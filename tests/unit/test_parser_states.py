@@ -39,15 +39,20 @@ class WatchedParser(RequestParser):
             self.moves.append((old, new))
 
 
-def drain_as_the_connection(parser: RequestParser, events: List[dict]) -> bool:
+def drain_as_the_connection(parser: RequestParser, events: List[dict],
+                            take_body: bool = False) -> bool:
     """Like the connection: after a request's head, next_request() at once
-    (the app read no body).  False once the parser may not be used again."""
+    (the app read no body), or with ``take_body`` after the whole body was
+    taken, if it is here, as the WSGI handler takes it.  False once the
+    parser may not be used again."""
     while True:
         event = parser.next_event()
         if event is NEED_DATA or event is PAUSED:
             return event is NEED_DATA
         events.append(cases.event_json(event))
         if isinstance(event, Request):
+            if take_body:
+                parser.take_body()
             if not event.keep_alive or not parser.next_request():
                 return False
 
@@ -59,7 +64,7 @@ def watched_moves() -> Set[Tuple[str, str]]:
         for case in cases.load(kind):
             raw = case.raw
             for chunks in ([raw], [raw[i:i + 1] for i in range(len(raw))]):
-                for as_the_connection in (False, True):
+                for as_the_connection in (False, True, "taking bodies"):
                     parser = WatchedParser.__new__(WatchedParser)
                     parser.moves = []
                     parser.__init__(case.limits)
@@ -69,7 +74,8 @@ def watched_moves() -> Set[Tuple[str, str]]:
                             parser.feed(chunk)
                             if not as_the_connection:
                                 cases.drain(parser, events)
-                            elif not drain_as_the_connection(parser, events):
+                            elif not drain_as_the_connection(
+                                    parser, events, as_the_connection == "taking bodies"):
                                 break
                     except HTTPError:
                         pass

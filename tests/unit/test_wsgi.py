@@ -842,18 +842,21 @@ def test_a_body_still_arriving_holds_no_thread_until_it_ends():
     assert conn.calls[-1] == ("respond", 200, [(b"content-length", b"4")], b"abcd", True)
 
 
-class FakeParser:
-    def __init__(self, body_complete):
-        self.body_complete = body_complete
+def whole_body_from(conn, body):
+    """``conn.receive_whole_body()`` hands out ``body`` (None: not all here)."""
+    def receive_whole_body():
+        conn.calls.append(("receive_whole_body",))
+        return body
+    conn.receive_whole_body = receive_whole_body
 
 
 def test_a_body_that_came_with_its_head_is_read_as_plain_bytes():
     # body_at_head: taken before the cycle exists, no RECEIVING step.
-    conn = FakeConnection(body_events=[Data(b"ab"), Data(b"cd"), END_OF_MESSAGE])
-    conn.parser = FakeParser(True)
+    conn = FakeConnection()
+    whole_body_from(conn, b"abcd")
     request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4)
     body = body_at_head(conn, request, 1024)
-    assert body == b"abcd" and conn.calls == [("receive_body",)] * 3
+    assert body == b"abcd" and conn.calls == [("receive_whole_body",)]
     cycle = WSGICycle(conn, echo_read, request, LoopQueue(conn.loop), True, body)
     assert cycle.state is CycleState.QUEUED and isinstance(cycle.input, BodyInput)
     cycle.environ = environ_for(request, conn)
@@ -865,24 +868,17 @@ def test_a_body_that_came_with_its_head_is_read_as_plain_bytes():
     assert cycle.input.read() == b""
 
 
-@pytest.mark.parametrize("complete, length, chunked, limit", [
-    (False, 4, False, 1024),   # the body is still arriving
-    (True, 4, False, 3),       # larger than the limit: it may go to a file
-    (True, None, True, 1024),  # chunked: RECEIVING parses it
+@pytest.mark.parametrize("length, chunked, limit, asked", [
+    (4, False, 1024, True),    # the body is still arriving: the connection says None
+    (4, False, 3, False),      # larger than the limit: it may go to a file
+    (None, True, 1024, False), # chunked: RECEIVING parses it
 ])
-def test_a_body_not_all_here_takes_the_receiving_way(complete, length, chunked, limit):
-    conn = FakeConnection(body_events=[Data(b"abcd"), END_OF_MESSAGE])
-    conn.parser = FakeParser(complete)
+def test_a_body_not_all_here_takes_the_receiving_way(length, chunked, limit, asked):
+    conn = FakeConnection()
+    whole_body_from(conn, None)
     request = make_request(b"POST", content_length=length, chunked=chunked)
     assert body_at_head(conn, request, limit) is None
-    assert conn.calls == []
-
-
-def test_a_body_the_connection_refuses_midway_takes_the_receiving_way():
-    conn = FakeConnection(body_events=[Data(b"ab")])   # then None: refused
-    conn.parser = FakeParser(True)
-    request = make_request(b"POST", content_length=4)
-    assert body_at_head(conn, request, 1024) is None
+    assert conn.calls == ([("receive_whole_body",)] if asked else [])
 
 
 def test_a_large_buffered_body_goes_to_a_temporary_file():

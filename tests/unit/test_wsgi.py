@@ -453,6 +453,64 @@ def test_the_apps_content_length_is_kept():
     assert serve(app).calls == [("respond", 200, [(b"Content-Length", b"5")], b"hello", True)]
 
 
+def test_a_head_seen_before_never_lends_its_fields_to_another():
+    def app_with(status, headers, body):
+        def app(environ, start_response):
+            start_response(status, list(headers))
+            return [body]
+        return app
+
+    plain = app_with("200 OK", [("Content-Type", "text/plain")], b"abc")
+    html = app_with("200 OK", [("Content-Type", "text/html")], b"hello")
+    framed = app_with("404 Not Found", [("Content-Length", "2")], b"no")
+    for _ in range(2):   # the second time round, every head is one seen before
+        assert serve(plain).calls == [("respond", 200, [(b"Content-Type", b"text/plain"),
+                                                        (b"content-length", b"3")], b"abc", True)]
+        assert serve(html).calls == [("respond", 200, [(b"Content-Type", b"text/html"),
+                                                       (b"content-length", b"5")], b"hello", True)]
+        assert serve(framed).calls == [("respond", 404, [(b"Content-Length", b"2")], b"no", True)]
+
+
+def test_a_header_list_the_app_changes_after_start_response_is_not_read_again():
+    headers = [("Content-Type", "text/plain")]
+
+    def app(environ, start_response):
+        start_response("200 OK", headers)
+        headers.append(("X-Late", "1"))   # too late for this response
+        return [b"a"]
+
+    first = serve(app).calls
+    second = serve(app).calls
+    assert first == [("respond", 200, [(b"Content-Type", b"text/plain"),
+                                       (b"content-length", b"1")], b"a", True)]
+    assert second == [("respond", 200, [(b"Content-Type", b"text/plain"), (b"X-Late", b"1"),
+                                        (b"content-length", b"1")], b"a", True)]
+
+
+def test_heads_remembered_stay_few_and_small():
+    from selectserver.wsgi import cycle as cycle_module
+
+    def app(environ, start_response):
+        start_response("200 OK", [("X-N", environ["QUERY_STRING"]), ["X-List", "a list"]])
+        return [b""]
+
+    # A field given as a list is taken, as before, but such a head is not kept.
+    assert serve(app, make_request(target=b"/?1")).calls[0][2][:2] == [
+        (b"X-N", b"1"), (b"X-List", b"a list")]
+    assert not any(("X-N", "1") in fields for _, fields in cycle_module._HEADS)
+
+    def many(environ, start_response):
+        start_response("200 OK", [("X-N", environ["QUERY_STRING"])])
+        return [b""]
+
+    for n in range(cycle_module._HEADS_MAX * 2 + 1):
+        serve(many, make_request(target=b"/?%d" % n))
+        assert len(cycle_module._HEADS) <= cycle_module._HEADS_MAX
+    long_value = "x" * (cycle_module._CACHED_VALUE_MAX_CHARS + 1)
+    serve(many, make_request(target=b"/?" + long_value.encode()))
+    assert not any(("X-N", long_value) in fields for _, fields in cycle_module._HEADS)
+
+
 def test_a_generator_is_streamed_and_closed():
     closed = []
 

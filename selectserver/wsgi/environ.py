@@ -90,7 +90,17 @@ class Environs:
         if template is None:
             template = self._remember(head, request)
         environ = template.copy()
-        _add_connection(environ, conn)
+        # A connection's keys are the same for each of its requests:
+        # remembered per (scheme, local address, client address), they cost
+        # a lookup and one update instead of a call, five stores and two
+        # str() calls: 84 -> 51 bytecodes with build() (benchmarks/RESULTS.md,
+        # "WSGI, leaner", issue 14).  The key holds the connection's own
+        # address tuples: the lookup compares them by identity.
+        keys = _CONNECTIONS.get((conn.server.scheme, conn.local, conn.client))
+        if keys is not None:
+            environ.update(keys)
+        else:
+            _add_connection(environ, conn)
         return environ
 
     def _remember(self, head: Tuple[Any, ...], request: Request) -> Dict[str, Any]:
@@ -107,6 +117,12 @@ class Environs:
 
 _HEADS_MAX = 64
 _HEAD_FIELDS_MAX = 32
+
+# The connections whose keys are remembered, cleared when full: a worker
+# serving more keep-alive connections than this at once pays the first
+# way, plus a lookup, for some of their requests.
+_CONNECTIONS: Dict[Tuple[str, Any, Any], Dict[str, str]] = {}
+_CONNECTIONS_MAX = 512
 
 
 def _from_head(request: Request, base: Dict[str, Any], script_name: str) -> Dict[str, Any]:
@@ -139,18 +155,30 @@ def _from_head(request: Request, base: Dict[str, Any], script_name: str) -> Dict
 
 
 def _add_connection(environ: Dict[str, Any], conn: Connection) -> None:
-    """What the connection says: the scheme and both addresses."""
-    environ["wsgi.url_scheme"] = conn.server.scheme
+    """What the connection says: the scheme and both addresses; remembered
+    for the connection's next requests (``Environs.build``)."""
+    scheme = conn.server.scheme
+    environ["wsgi.url_scheme"] = scheme
     local = conn.local
+    client = conn.client
     if local is not None:
         environ["SERVER_NAME"] = local[0]
         environ["SERVER_PORT"] = str(local[1])
     else:
-        _server_from_host(environ)
-    client = conn.client
+        _server_from_host(environ)   # from this request's Host: not remembered
     if client is not None:
         environ["REMOTE_ADDR"] = client[0]
         environ["REMOTE_PORT"] = str(client[1])
+        if local is not None:
+            connections = _CONNECTIONS
+            if len(connections) >= _CONNECTIONS_MAX:
+                connections.clear()
+            connections[(scheme, local, client)] = {
+                key: environ[key] for key in _CONNECTION_KEYS}
+
+
+_CONNECTION_KEYS = ("wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR",
+                    "REMOTE_PORT")
 
 
 def _paths_of(target: bytes, script_name: str) -> Tuple[str, str, str]:

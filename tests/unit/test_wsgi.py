@@ -274,6 +274,33 @@ def test_a_head_seen_before_gives_the_same_environ_and_a_fresh_copy():
     assert 0 < len(environs._heads) <= environ_module._HEADS_MAX
 
 
+def test_each_connection_keeps_its_own_addresses_request_after_request():
+    from selectserver.wsgi import environ as environ_module
+    environs = Environs(dict(BASE, SCRIPT_NAME=""), "")
+    plain, other, tls, unix = (FakeConnection() for _ in range(4))
+    other.client = ("10.0.0.3", 50001)
+    tls.server.scheme = "https"
+    tls.local = ("10.0.0.1", 8443)
+    unix.local = unix.client = None
+    for _ in range(2):   # the second time round, every connection is one seen before
+        for conn, expected in ((plain, ("http", "10.0.0.1", "8000", "10.0.0.2", "50000")),
+                               (other, ("http", "10.0.0.1", "8000", "10.0.0.3", "50001")),
+                               (tls, ("https", "10.0.0.1", "8443", "10.0.0.2", "50000"))):
+            environ = environs.build(conn, make_request())
+            assert tuple(environ[key] for key in environ_module._CONNECTION_KEYS) == expected
+        # A Unix socket's server comes from each request's Host, never remembered.
+        for host in (b"a.example:81", b"b.example"):
+            environ = environs.build(unix, make_request(headers=[(b"host", host)]))
+            assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == (
+                ("a.example", "81") if host == b"a.example:81" else ("b.example", "80"))
+            assert "REMOTE_ADDR" not in environ
+    for port in range(environ_module._CONNECTIONS_MAX + 1):
+        conn = FakeConnection()
+        conn.client = ("10.0.0.4", port)
+        assert environs.build(conn, make_request())["REMOTE_PORT"] == str(port)
+        assert len(environ_module._CONNECTIONS) <= environ_module._CONNECTIONS_MAX
+
+
 def test_repeated_headers_are_joined():
     environ = environ_for(make_request(headers=[
         (b"accept", b"a/b"), (b"x-forwarded-for", b"1.1.1.1"), (b"accept", b"c/d"),

@@ -390,9 +390,9 @@ def _measure_wsgi(requests: int, echo_bytes: int, part: str) -> float:
                 build(conn, request)
         elif part == "cycle":
             for _ in range(requests):
-                wsgi.WSGICycle(conn, app, request, to_loop, True)
+                wsgi.WSGICycle(conn, app, request, to_loop, {}, True)
         elif part == "start_response":
-            cycle = wsgi.WSGICycle(conn, app, request, to_loop, True)
+            cycle = wsgi.WSGICycle(conn, app, request, to_loop, {}, True)
             for _ in range(requests):
                 cycle.status = 0
                 cycle.start_response("200 OK", headers)

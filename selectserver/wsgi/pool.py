@@ -175,13 +175,11 @@ def make_handler(app: Any, config: Any, loop: Any
         body = None
         if buffered and request.content_length:
             body = body_at_head(conn, request, conn.server.read_high_bytes)
-        cycle = WSGICycle(conn, app, request, to_loop, buffered, body)
         environ = environs.build(conn, request)
         if (trusted is not None and not environ.keys().isdisjoint(PROXY_FIELD_KEYS)
                 and trusted.trusts(conn.client)):
             apply_to_environ(environ, request.headers, trusted)
-        environ["wsgi.input"] = cycle.input
-        cycle.environ = environ
+        cycle = WSGICycle(conn, app, request, to_loop, environ, buffered, body)
         conn.cycle = cycle
         if cycle.state is RECEIVING:
             cycle.on_body = enqueue

@@ -121,9 +121,7 @@ def serve(app, request=None, conn=None):
     """Run ``app`` for ``request`` on a fake connection; return the connection."""
     conn = conn or FakeConnection()
     request = request or make_request()
-    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop))
-    cycle.environ = environ_for(request, conn)
-    cycle.environ["wsgi.input"] = cycle.input
+    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop), environ_for(request, conn))
     conn.cycle = cycle
     cycle.run()
     return conn
@@ -410,12 +408,13 @@ def test_a_request_without_body_never_asks():
 
 def test_requests_without_body_share_an_input_a_disconnect_cannot_spoil():
     conn = FakeConnection()
-    first = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop))
-    second = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop))
+    first = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop), {})
+    second = WSGICycle(conn, hello, make_request(), LoopQueue(conn.loop), {})
     assert first.input is second.input
     first.on_disconnect()
     assert second.input.read() == b"" and second.input.readline() == b""
-    with_body = WSGICycle(conn, hello, make_request(b"POST", content_length=1), LoopQueue(conn.loop))
+    with_body = WSGICycle(conn, hello, make_request(b"POST", content_length=1),
+                          LoopQueue(conn.loop), {})
     assert with_body.input is not first.input
 
 
@@ -728,8 +727,8 @@ def test_an_app_is_not_called_for_a_client_already_gone():
     called = []
     conn = FakeConnection()
     request = make_request()
-    cycle = WSGICycle(conn, lambda e, s: called.append(1), request, LoopQueue(conn.loop))
-    cycle.environ = environ_for(request, conn)
+    cycle = WSGICycle(conn, lambda e, s: called.append(1), request, LoopQueue(conn.loop),
+                      environ_for(request, conn))
     conn.cycle = cycle
     cycle.on_disconnect()
     cycle.run()
@@ -876,11 +875,10 @@ def buffered_cycle(app, events, spool_bytes=None, **fields):
     request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4,
                            **fields)
     conn.request = request
-    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop), buffered=True)
+    cycle = WSGICycle(conn, app, request, LoopQueue(conn.loop), environ_for(request, conn),
+                      buffered=True)
     if spool_bytes is not None:
         cycle.spool_bytes = spool_bytes
-    cycle.environ = environ_for(request, conn)
-    cycle.environ["wsgi.input"] = cycle.input
     conn.cycle = cycle
     queued = []
     cycle.on_body = queued.append
@@ -942,10 +940,9 @@ def test_a_body_that_came_with_its_head_is_read_as_plain_bytes():
     request = make_request(b"POST", headers=[(b"content-length", b"4")], content_length=4)
     body = body_at_head(conn, request, 1024)
     assert body == b"abcd" and conn.calls == [("receive_whole_body",)]
-    cycle = WSGICycle(conn, echo_read, request, LoopQueue(conn.loop), True, body)
+    cycle = WSGICycle(conn, echo_read, request, LoopQueue(conn.loop), environ_for(request, conn),
+                      True, body)
     assert cycle.state is CycleState.QUEUED and isinstance(cycle.input, BodyInput)
-    cycle.environ = environ_for(request, conn)
-    cycle.environ["wsgi.input"] = cycle.input
     conn.cycle = cycle
     cycle.run()
     assert conn.calls[-1] == ("respond", 200, [(b"content-length", b"4")], b"abcd", True)
@@ -1017,7 +1014,7 @@ def test_a_response_cut_short_has_its_access_line():
     conn.writer = FakeWriter()
     conn.writer.started = True
     conn.request = make_request()
-    cycle = WSGICycle(conn, hello, conn.request, LoopQueue(conn.loop))
+    cycle = WSGICycle(conn, hello, conn.request, LoopQueue(conn.loop), {})
     cycle.state = CycleState.STREAMING
     conn.cycle = cycle
     cycle.on_disconnect()
@@ -1040,7 +1037,7 @@ class TableCycle(WSGICycle):
 
     def __init__(self, state):
         conn = FakeConnection()
-        super().__init__(conn, hello, make_request(), LoopQueue(conn.loop))
+        super().__init__(conn, hello, make_request(), LoopQueue(conn.loop), {})
         self.state = state
 
 

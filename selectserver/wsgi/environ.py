@@ -2,8 +2,9 @@
 
 Text is "bytes as latin-1 str", as PEP 3333 asks: the app gets exactly the
 bytes the client sent, and decodes them as it sees fit.  This module reads
-the parser's ``Request`` and the connection's addresses; it knows nothing
-of threads or of the response.
+the parser's ``Request``, the connection's addresses, and what a trusted
+proxy says of the client (``proxy``); it knows nothing of threads or of
+the response.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..connection import Connection
 from ..http11.events import Request, split_target
+from ..proxy import FIELDS as PROXY_FIELDS, TrustedProxies, apply_to_environ
 
 # Method tokens are decoded once, not per request.
 _METHODS = {m.encode(): m for m in
@@ -72,23 +74,33 @@ class Environs:
     A head not seen before costs the key and the lookup more (about 120 ns).
     The copy is what the app gets: the template itself is never handed out.
     Bounded: small heads only, at most ``_HEADS_MAX``, cleared when full.
+
+    With ``trusted`` proxies, a head that holds a proxy field has it applied
+    (``proxy.apply_to_environ``) for a client that is one.  Whether a head
+    holds one is known with the head: the usual head, without, costs a
+    test of a flag instead of a view of the environ and a set operation
+    (350 instructions; benchmarks/RESULTS.md, "WSGI, leaner", issue 14).
     """
 
-    __slots__ = ("base", "script_name", "_heads")
+    __slots__ = ("base", "script_name", "trusted", "_heads")
 
-    def __init__(self, base: Dict[str, Any], script_name: str) -> None:
+    def __init__(self, base: Dict[str, Any], script_name: str,
+                 trusted: Optional[TrustedProxies] = None) -> None:
         self.base = base
         self.script_name = script_name
-        self._heads: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
+        self.trusted = trusted
+        # head -> (its part of the environ, whether it holds a proxy field)
+        self._heads: Dict[Tuple[Any, ...], Tuple[Dict[str, Any], bool]] = {}
 
     def build(self, conn: Connection, request: Request) -> Dict[str, Any]:
         """As ``build_environ(conn, request, base, script_name)``."""
         # The parser hands over the same (name, value) tuple for a field line
         # it has seen (its field-line cache): comparing keys is mostly identity.
         head = (request.target, request.method, request.http_version, tuple(request.headers))
-        template = self._heads.get(head)
-        if template is None:
-            template = self._remember(head, request)
+        known = self._heads.get(head)
+        if known is None:
+            known = self._remember(head, request)
+        template, proxied = known
         environ = template.copy()
         # A connection's keys are the same for each of its requests:
         # remembered per (scheme, local address, client address), they cost
@@ -101,17 +113,22 @@ class Environs:
             environ.update(keys)
         else:
             _add_connection(environ, conn)
+        if proxied and self.trusted.trusts(conn.client):
+            apply_to_environ(environ, request.headers, self.trusted)
         return environ
 
-    def _remember(self, head: Tuple[Any, ...], request: Request) -> Dict[str, Any]:
+    def _remember(self, head: Tuple[Any, ...], request: Request
+                  ) -> Tuple[Dict[str, Any], bool]:
         template = _from_head(request, self.base, self.script_name)
+        known = (template, self.trusted is not None
+                 and not template.keys().isdisjoint(PROXY_FIELD_KEYS))
         if (len(request.target) <= _TARGET_MAX_BYTES and len(request.headers) <= _HEAD_FIELDS_MAX
                 and all(len(value) <= _FIELD_MAX_BYTES for _, value in request.headers)):
             heads = self._heads
             if len(heads) >= _HEADS_MAX:
                 heads.clear()
-            heads[head] = template
-        return template
+            heads[head] = known
+        return known
 # endregion: heads-seen-before
 
 
@@ -201,6 +218,11 @@ def _paths_of(target: bytes, script_name: str) -> Tuple[str, str, str]:
 def environ_key(name: bytes) -> str:
     """The environ key of a field name (PEP 3333, after CGI): HTTP_X_USER for x-user."""
     return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
+# The proxy fields (proxy.resolve) as build_environ names them: a head that
+# holds none (the usual one) is not read again for them.
+PROXY_FIELD_KEYS = frozenset(environ_key(name) for name in PROXY_FIELDS)
 
 
 def _field_of(field: Tuple[bytes, bytes]) -> Tuple[Optional[str], str]:

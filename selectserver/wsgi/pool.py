@@ -23,10 +23,10 @@ from typing import Any, Callable, List, Tuple
 
 from ..connection import Connection
 from ..http11.events import Request
-from ..proxy import FIELDS as PROXY_FIELDS, apply_to_environ, from_config as trusted_proxies
+from ..proxy import from_config as trusted_proxies
 from .bridge import LoopQueue
 from .cycle import RECEIVING, WSGICycle, body_at_head
-from .environ import Environs, environ_key, script_name_of
+from .environ import Environs, script_name_of
 from .files import FileWrapper
 
 log = logging.getLogger("selectserver.error")
@@ -34,13 +34,6 @@ log = logging.getLogger("selectserver.error")
 # A refused client may try again this soon: a queue that was full drains
 # within about a second unless the app itself is slow.
 RETRY_AFTER_S = 1
-
-# The proxy fields (proxy.resolve) as build_environ names them.  Asking the
-# environ whether it holds one is a C call (80 ns); the usual request holds
-# none, and trusts() then apply_to_environ() cost 330 ns to find that out
-# again from the header list (timeit; benchmarks/RESULTS.md, "the WSGI
-# hand-off", issue 14).
-PROXY_FIELD_KEYS = frozenset(environ_key(name) for name in PROXY_FIELDS)
 
 # --threads-queue's default, per thread: a request waits behind at most this
 # many others per thread.  32 keeps wrk -c64 against --threads 2 unrefused.
@@ -168,17 +161,13 @@ def make_handler(app: Any, config: Any, loop: Any
             loop.call_soon(submit_started)
         started.append(cycle)
 
-    trusted = trusted_proxies(config)
-    environs = Environs(base, script_name)
+    environs = Environs(base, script_name, trusted_proxies(config))
 
     def handle(conn: Connection, request: Request) -> None:
         body = None
         if buffered and request.content_length:
             body = body_at_head(conn, request, conn.server.read_high_bytes)
         environ = environs.build(conn, request)
-        if (trusted is not None and not environ.keys().isdisjoint(PROXY_FIELD_KEYS)
-                and trusted.trusts(conn.client)):
-            apply_to_environ(environ, request.headers, trusted)
         cycle = WSGICycle(conn, app, request, to_loop, environ, buffered, body)
         conn.cycle = cycle
         if cycle.state is RECEIVING:

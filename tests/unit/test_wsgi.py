@@ -299,6 +299,25 @@ def test_each_connection_keeps_its_own_addresses_request_after_request():
         assert len(environ_module._CONNECTIONS) <= environ_module._CONNECTIONS_MAX
 
 
+def test_proxy_fields_count_from_a_trusted_client_whether_the_head_is_new_or_seen_before():
+    from selectserver.proxy import TrustedProxies
+    environs = Environs(dict(BASE, SCRIPT_NAME=""), "", TrustedProxies("10.0.0.2"))
+    trusted, untrusted = FakeConnection(), FakeConnection()
+    untrusted.client = ("10.0.0.9", 50009)
+    forwarded = [(b"host", b"example.com"), (b"x-forwarded-for", b"192.0.2.7"),
+                 (b"x-forwarded-proto", b"https")]
+    for _ in range(2):   # the second time round, the head is one seen before
+        environ = environs.build(trusted, make_request(headers=forwarded))
+        assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == ("192.0.2.7", "https")
+        environ = environs.build(untrusted, make_request(headers=forwarded))
+        assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == ("10.0.0.9", "http")
+        environ = environs.build(trusted, make_request(headers=[(b"host", b"example.com")]))
+        assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == ("10.0.0.2", "http")
+    # Without trusted proxies (--proxy-headers off), the fields are only HTTP_ keys.
+    environ = Environs(dict(BASE, SCRIPT_NAME=""), "").build(trusted, make_request(headers=forwarded))
+    assert environ["REMOTE_ADDR"] == "10.0.0.2" and environ["HTTP_X_FORWARDED_FOR"] == "192.0.2.7"
+
+
 def test_repeated_headers_are_joined():
     environ = environ_for(make_request(headers=[
         (b"accept", b"a/b"), (b"x-forwarded-for", b"1.1.1.1"), (b"accept", b"c/d"),

@@ -270,11 +270,11 @@ class WSGICycle(Cycle):
             self.state = QUEUED
         environ["wsgi.input"] = self.input
         self.environ = environ
+        # 0 until start_response(), which sets the rest of the response's
+        # description at once (headers, content_length, app_frames,
+        # remaining): nothing reads those before it, so they are not set
+        # here (four stores less per request).
         self.status = 0
-        self.headers: Tuple[Tuple[bytes, bytes], ...] = ()
-        self.content_length: Optional[int] = None
-        self.app_frames = False        # the app sent Content-Length or Transfer-Encoding
-        self.remaining = -1            # body bytes the app's Content-Length still allows
         self.in_flight = 0             # bytes handed to the loop, not yet written
         self.blocked = False           # the connection's write buffer is above its mark
 
@@ -334,7 +334,8 @@ class WSGICycle(Cycle):
             result = self.app(self.environ, self.start_response)
             if result.__class__ is list and self.state is RUNNING:
                 self._respond_whole(result)
-            elif result.__class__ is FileWrapper and self._can_send_file(result.filelike):
+            elif (result.__class__ is FileWrapper and self.status
+                  and self._can_send_file(result.filelike)):
                 self._send_file(result.filelike)
             else:
                 self._send_iterable(result)
@@ -481,8 +482,6 @@ class WSGICycle(Cycle):
         count = max(0, os.fstat(file.fileno()).st_size - offset)
         if self.remaining >= 0:
             count = min(count, self.remaining)
-        if not self.status:
-            raise RuntimeError("WSGI app returned without calling start_response()")
         head = None
         if self.state is RUNNING:
             headers = self.headers

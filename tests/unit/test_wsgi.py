@@ -694,6 +694,20 @@ def test_returning_without_start_response_is_a_500():
 
 
 @pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
+def test_a_file_returned_without_start_response_is_a_500_and_closed(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    files = []
+
+    def app(environ, start_response):
+        files.append(open(path, "rb"))
+        return environ["wsgi.file_wrapper"](files[-1])
+
+    assert serve(app).calls == [("respond_error", 500)]
+    assert files[0].closed
+
+
+@pytest.mark.expect_errors(r"^Exception in WSGI application \(GET /\)")
 def test_an_asgi_app_is_named_in_the_error(caplog):
     async def coroutine():
         pass

@@ -8,7 +8,8 @@ cycle (see docs/wsgi.md, "The request body"):
   runs, in memory up to a bound, then in an anonymous temporary file; the
   app's reads never wait;
 * whole at the head (a body that came with its head, the usual small
-  POST): a ``BodyInput`` over the bytes, made before the cycle is queued;
+  POST): a plain ``io.BytesIO`` over the bytes, made by the cycle (this
+  module's ``NO_BODY`` stands for it on the loop's side: nothing to feed);
 * streamed (``--wsgi-stream-input``): the app runs at once and its first
   read asks the loop for the body; the loop stops pulling while the buffer
   holds ``high_bytes`` and resumes when the app has read it down to half.
@@ -21,7 +22,6 @@ failed; after a failure, reads past the buffered bytes raise it.
 from __future__ import annotations
 
 import collections
-import io
 from typing import Any, List, Optional
 
 
@@ -232,29 +232,6 @@ class WSGIInput:
                 break
         self._size -= taken
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
-class BodyInput(io.BytesIO):
-    """``wsgi.input`` for a body that was all here when its head was read.
-
-    Nothing will be fed and nothing can fail, so the app reads a plain
-    in-memory file: no lock, no wait, and ``read()`` of the whole body
-    hands back the received bytes themselves (``BytesIO`` shares them, no
-    copy).  Saves the RECEIVING step and its lock round trip and the
-    Python-level reads of ``WSGIInput``: see benchmarks/RESULTS.md, "the
-    WSGI hand-off" (issue 14).
-    """
-
-    __slots__ = ()
-
-    _file = None      # never spilled to a temporary file
-    _eof = True       # nothing more will be fed
-
-    def fail(self, error: BaseException) -> None:
-        """Nothing can fail: the whole body is here."""
-
-    def wants_more(self) -> bool:
-        return False
 
 
 # A request without a body: one shared input, always at its end.

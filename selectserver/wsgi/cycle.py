@@ -259,7 +259,9 @@ class WSGICycle(Cycle):
             # file over the received bytes (read() of all of it hands back
             # those bytes, no copy); the cycle's side is the input that
             # is always at its end.  A plain io.BytesIO, not a subclass:
-            # 55 instead of 146 ns to make (timeit, CPython 3.11).
+            # 55 instead of 146 ns to make (timeit), E -1,760 instructions
+            # per request (callgrind; CPython 3.11; benchmarks/RESULTS.md,
+            # "WSGI, leaner", issue 14).
             self.input = NO_BODY
             self.state = QUEUED
             environ["wsgi.input"] = io.BytesIO(body)

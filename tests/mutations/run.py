@@ -59,18 +59,20 @@ MUTATIONS = [
         "raise-on-byte-0x07",
         "the server raises on every read that contains byte 0x07 (about half of random clients)",
         "selectserver/connection.py", "Connection.on_readable",
-        r"\n( +)self\.parser\.feed\(data\)\n",
+        r"\n( +)if not data:\n",
         r'\n\1if b"\\x07" in data:\n\1    raise RuntimeError("mutation: a read with byte 0x07")\n'
-        r"\1self.parser.feed(data)\n",
+        r"\1if not data:\n",
         ("tests/integration/test_hostile.py::test_many_clients_sending_garbage_concurrently",)),
     Mutation(
         "head-deadline-restarted",
         "the head deadline starts again on every read: a slowloris never times out",
         "selectserver/connection.py", "Connection.on_readable",
-        r"\n( +)self\.parser\.feed\(data\)\n",
+        # The general path's feed (an idle connection's first bytes take
+        # their own): the one that the head's later bytes reach.
+        r"\n( +)self\.parser\.feed\(data\)\n(\1if state is RUNNING )",
         r"\n\1self.parser.feed(data)\n"
         r"\1if self.state is READING_HEAD:\n"
-        r"\1    self.deadline = _monotonic() + self.server.timeouts_s[READING_HEAD]\n",
+        r"\1    self.deadline = _monotonic() + self.server.timeouts_s[READING_HEAD]\n\2",
         ("tests/integration/test_hostile.py::test_a_head_trickled_a_byte_at_a_time_gets_408_at_its_deadline",)),
     Mutation(
         "keep-alive-fixed-5s",

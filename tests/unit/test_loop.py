@@ -323,3 +323,22 @@ def test_a_callback_queued_just_before_the_flag_is_seen_without_a_byte(wake_ups)
         assert selector.timeouts == [0]  # ...and the loop did not block
     finally:
         racy.close()
+
+
+def test_now_is_the_clock_as_each_part_of_the_turn_begins(loop):
+    # Read once select() returns (what the events see) and again before the
+    # ready callbacks run (what they see); connections set deadlines from it.
+    seen = []
+
+    class Reader(FakeConnection):
+        def on_readable(self):
+            seen.append(("event", loop.now))
+            loop.clock[0] += 0.5        # the batch of events takes time
+            loop.call_soon(lambda: seen.append(("callback", loop.now)))
+
+    reader = Reader()
+    loop.add_connection(FakeFile(7), reader, selectors.EVENT_READ)
+    loop.fake_selector.script.append([(7, selectors.EVENT_READ)])
+    loop.clock[0] = 1003.0              # select() returned at 1003
+    loop._run_once()
+    assert seen == [("event", 1003.0), ("callback", 1003.5)]

@@ -373,39 +373,46 @@ class RequestParser:
             self._searched = 0
             self._line_searched = 0
 
-        request_line, _, block = head.partition(b"\r\n")
-        if len(request_line) > limits.max_request_line_bytes:
-            self._raise_head_limit(buffer, start, end)
-        # region: known-field-blocks
-        # A client sends the same field lines with every request on a
-        # connection, and often on every connection.  A field block seen
-        # before, every line of it free of control octets and well formed
-        # (they are kept only then), needs none of that checked again: its
-        # parsed fields are one dict lookup away, and only the request line
-        # is checked for octets, by one table that also refuses HTAB and
-        # obs-text (the general path's second check).  A request line that
-        # fails it goes the general way, which says what is wrong.
-        # -6,100 instructions per request of A, -6,800 of E (the parser
-        # alone, callgrind, CPython 3.11).
-        known = (_FIELD_BLOCKS.get(block) if len(block) <= _FIELD_BLOCK_MAX_BYTES
-                 else None)
-        # region: known-request-lines
-        # With a known block, a request line seen before (it is kept only
-        # once it passed every check below, and only in origin-form) is one
-        # more lookup: its method, target and version, the same objects each
+        # region: known-heads
+        # A client that sends the same request line with the same field
+        # block again (a keep-alive client asking for the same resource,
+        # polling, a health check) sends a head seen before: kept once its
+        # line passed every check below (origin-form only) and its block
+        # is known, it is one lookup, with no partition and no second
+        # lookup; its method, target and version are the same objects each
         # time, whose hashes the apps' own caches then find already made
-        # (_TARGETS in asgi.py and wsgi/environ.py).  -2,770 instructions per
-        # request of A, -2,780 of E, -2,840 of a WSGI hello (callgrind,
-        # CPython 3.11; benchmarks/RESULTS.md, "known request lines").
-        line = _REQUEST_LINES.get(request_line) if known is not None else None
-        if line is not None:
-            method, target, http_version = line
+        # (_TARGETS in asgi.py and wsgi/environ.py).  Only the limits of
+        # this parser are checked again.  Against the request line's own
+        # lookup that came before: -1,710 instructions per request of A,
+        # -1,470 of a WSGI hello; against neither, -4,480 of A (callgrind,
+        # CPython 3.11; benchmarks/RESULTS.md, "known heads").
+        seen = _HEADS.get(head) if len(head) <= _HEAD_MAX_BYTES else None
+        if seen is not None:
+            method, target, http_version, line_bytes, known = seen
+            if line_bytes > limits.max_request_line_bytes:
+                self._raise_head_limit(buffer, start, end)
             fields, semantic, framing = known
             lines = None
             field_count = len(fields)
             origin_form, authority = True, None
-        # endregion: known-request-lines
+        # endregion: known-heads
         else:
+            request_line, _, block = head.partition(b"\r\n")
+            if len(request_line) > limits.max_request_line_bytes:
+                self._raise_head_limit(buffer, start, end)
+            # region: known-field-blocks
+            # A client sends the same field lines with every request on a
+            # connection, and often on every connection.  A field block seen
+            # before, every line of it free of control octets and well formed
+            # (they are kept only then), needs none of that checked again: its
+            # parsed fields are one dict lookup away, and only the request line
+            # is checked for octets, by one table that also refuses HTAB and
+            # obs-text (the general path's second check).  A request line that
+            # fails it goes the general way, which says what is wrong.
+            # -6,100 instructions per request of A, -6,800 of E (the parser
+            # alone, callgrind, CPython 3.11).
+            known = (_FIELD_BLOCKS.get(block) if len(block) <= _FIELD_BLOCK_MAX_BYTES
+                     else None)
             if known is not None and request_line.translate(REQUEST_LINE_CHECK) == request_line:
                 fields, semantic, framing = known
                 lines = None
@@ -426,6 +433,7 @@ class RequestParser:
                 # REQUEST_LINE_CHARS excludes is obs-text.  Cheaper than translate().
                 if 9 in request_line or not request_line.isascii():
                     raise BadRequest("invalid octet in the request line")
+            # endregion: known-field-blocks
             try:
                 method, target, version = request_line.split(b" ")
             except ValueError:   # not three parts; unpacking tests it for free
@@ -443,13 +451,13 @@ class RequestParser:
             origin_form = target[:1] == b"/" and method != b"CONNECT"
             if origin_form:
                 authority = None
-                if len(request_line) <= _REQUEST_LINE_MAX_BYTES:
-                    if len(_REQUEST_LINES) >= _REQUEST_LINES_MAX:
-                        _REQUEST_LINES.clear()
-                    _REQUEST_LINES[request_line] = (method, target, http_version)
+                if lines is None and len(head) <= _HEAD_MAX_BYTES:
+                    # A known block behind a good line: the head is kept.
+                    if len(_HEADS) >= _HEADS_MAX:
+                        _HEADS.clear()
+                    _HEADS[head] = (method, target, http_version, len(request_line), known)
             else:
                 authority = _check_target_form(method, target)
-        # endregion: known-field-blocks
         if field_count > limits.max_header_count:
             raise HeaderFieldsTooLarge("more than %d header fields" % limits.max_header_count)
 
@@ -870,17 +878,19 @@ def _parse_field_lines(lines: List[bytes]) -> Tuple[Headers, Headers]:
 # "known-field-blocks".  Bounded like _FIELD_LINES; a block longer than a
 # usual one (cookies) is not looked up, so that hashing it does not cost
 # more than it could save.
-_FIELD_BLOCKS: Dict[bytes, Tuple[Tuple[Tuple[bytes, bytes], ...], Headers,
-                                Optional[Tuple[Optional[bool], Optional[int]]]]] = {}
+_Block = Tuple[Tuple[Tuple[bytes, bytes], ...], Headers,
+               Optional[Tuple[Optional[bool], Optional[int]]]]
+_FIELD_BLOCKS: Dict[bytes, _Block] = {}
 _FIELD_BLOCKS_MAX = 64
 _FIELD_BLOCK_MAX_BYTES = 1024
 
-# Request lines in origin-form that passed every check, mapped to their
-# (method, target, version); see _read_head(), "known-request-lines".
-# Bounded like _FIELD_BLOCKS; long targets are not kept.
-_REQUEST_LINES: Dict[bytes, Tuple[bytes, bytes, str]] = {}
-_REQUEST_LINES_MAX = 256
-_REQUEST_LINE_MAX_BYTES = 512
+# Heads (without the last CRLF) whose request line, in origin-form, passed
+# every check and whose field block is known, mapped to their (method,
+# target, version, request line's length, the block's entry); see
+# _read_head(), "known-heads".  Bounded like _FIELD_BLOCKS.
+_HEADS: Dict[bytes, Tuple[bytes, bytes, str, int, _Block]] = {}
+_HEADS_MAX = 256
+_HEAD_MAX_BYTES = 1536
 
 # Field lines already parsed, mapped to their (lowercased name, value): a
 # client sends the same Host, User-Agent and Accept lines on every request,

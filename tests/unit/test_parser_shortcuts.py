@@ -39,13 +39,13 @@ def outcome(raw, limits=None):
 def cold_and_warm(raw, limits=None, block=None):
     """The outcome with no known block, then with ``raw``'s block known.
 
-    A third parse, with the request line known too if it was good, must
-    give the second's outcome.
+    A third parse, with the whole head known too if it was good, must give
+    the second's outcome.
     """
     if block is None:
         block = raw.partition(b"\r\n")[2].partition(b"\r\n\r\n")[0]
     parser_module._FIELD_BLOCKS.clear()
-    parser_module._REQUEST_LINES.clear()
+    parser_module._HEADS.clear()
     cold = outcome(raw, limits)
     # Made known (if it is good) by a request with another request line.
     priming = RequestParser()
@@ -55,7 +55,7 @@ def cold_and_warm(raw, limits=None, block=None):
     except HTTPError:
         pass
     warm = outcome(raw, limits)
-    assert outcome(raw, limits) == warm, "with the request line known"
+    assert outcome(raw, limits) == warm, "with the head known"
     return cold, warm
 
 
@@ -132,23 +132,41 @@ def test_known_blocks_are_bounded():
     assert long_block not in parser_module._FIELD_BLOCKS
 
 
-def test_only_good_origin_form_request_lines_are_kept():
-    parser_module._REQUEST_LINES.clear()
+def test_only_heads_with_a_good_origin_form_line_and_a_known_block_are_kept():
+    parser_module._FIELD_BLOCKS.clear()
+    parser_module._HEADS.clear()
+    outcome(b"GET /first HTTP/1.1\r\n" + BLOCK + b"\r\n\r\n")
+    assert parser_module._HEADS == {}   # its block was not known yet
     for line in REQUEST_LINES:
         outcome(line + b"\r\n" + BLOCK + b"\r\n\r\n")
-    assert set(parser_module._REQUEST_LINES) == {
-        b"GET / HTTP/1.1", b"POST /a?b=c HTTP/1.0", b"BREW /pot HTTP/1.1", b"GET / HTTP/1.2"}
-    assert parser_module._REQUEST_LINES[b"GET / HTTP/1.2"] == (b"GET", b"/", "1.1")
+    assert set(parser_module._HEADS) == {line + b"\r\n" + BLOCK for line in (
+        b"GET / HTTP/1.1", b"POST /a?b=c HTTP/1.0", b"BREW /pot HTTP/1.1", b"GET / HTTP/1.2")}
+    method, target, version, line_bytes, block = parser_module._HEADS[
+        b"GET / HTTP/1.2\r\n" + BLOCK]
+    assert (method, target, version, line_bytes) == (b"GET", b"/", "1.1", 14)
+    assert block is parser_module._FIELD_BLOCKS[BLOCK]
 
 
-def test_known_request_lines_are_bounded():
-    parser_module._REQUEST_LINES.clear()
-    for i in range(parser_module._REQUEST_LINES_MAX + 10):
+def test_the_parsers_own_limits_apply_to_a_known_head():
+    raw = b"GET /abc HTTP/1.1\r\n" + BLOCK + b"\r\n\r\n"
+    parser_module._HEADS.clear()
+    for _ in range(2):
+        assert outcome(raw)[0]["type"] == "request"
+    assert raw[:-4] in parser_module._HEADS
+    assert outcome(raw, Limits(max_request_line_bytes=16))[0].status == 414
+    assert outcome(raw, Limits(max_header_count=2))[0].status == 431
+    assert outcome(raw, Limits(max_header_bytes=40))[0].status == 431
+
+
+def test_known_heads_are_bounded():
+    parser_module._HEADS.clear()
+    for i in range(parser_module._HEADS_MAX + 10):
         assert outcome(b"GET /%d HTTP/1.1\r\n%s\r\n\r\n" % (i, BLOCK))[0]["type"] == "request"
-    assert 0 < len(parser_module._REQUEST_LINES) <= parser_module._REQUEST_LINES_MAX
-    long_line = b"GET /" + b"a" * parser_module._REQUEST_LINE_MAX_BYTES + b" HTTP/1.1"
-    assert outcome(long_line + b"\r\n" + BLOCK + b"\r\n\r\n")[0]["type"] == "request"
-    assert long_line not in parser_module._REQUEST_LINES
+    assert 0 < len(parser_module._HEADS) <= parser_module._HEADS_MAX
+    long_line = b"GET /" + b"a" * parser_module._HEAD_MAX_BYTES + b" HTTP/1.1"
+    for _ in range(2):
+        assert outcome(long_line + b"\r\n" + BLOCK + b"\r\n\r\n")[0]["type"] == "request"
+    assert not any(head.startswith(long_line) for head in parser_module._HEADS)
 
 
 HOSTS = [b"Host: a", b"Host: a.example:8000", b"Host: bad host", b"Host: ", b"host: [::1]"]

@@ -241,7 +241,9 @@ class Tracer:
         if name == "submit_started":
             return "hand the WSGI requests of this turn to the thread pool"
         if name == "_run_batch" and hasattr(owner, "_pending"):
-            asked = [getattr(c, "__name__", "?").strip("_") for c, _ in list(owner._pending)]
+            # Each a callback, or a partial of one with its arguments.
+            asked = [getattr(getattr(c, "func", c), "__name__", "?").strip("_")
+                     for c in list(owner._pending)]
             return "do what WSGI threads asked: %s" % (", ".join(asked[:4]) + (", ..." if len(asked) > 4 else "")
                                                      if asked else "nothing left")
         if type(callback).__name__ == "TaskStepMethWrapper":

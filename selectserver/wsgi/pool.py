@@ -78,12 +78,13 @@ class ThreadPool:
         # The cycles queued that no thread has taken yet (the queue's own C
         # method: asked once per request).
         self.waiting: Callable[[], int] = self._queue.qsize
+        # Queue a cycle for a thread: the queue's own C method too, not a
+        # method of ours around it (one Python call less per request, WSGI
+        # hello -510 instructions; benchmarks/RESULTS.md, "the hand-off,
+        # leaner", issue 14).
+        self.submit: Callable[[WSGICycle], None] = self._queue.put
         for _ in range(size):
             self._start_thread()
-
-    def submit(self, cycle: WSGICycle) -> None:
-        self._queue.put(cycle)
-
 
     def _start_thread(self) -> None:
         thread = threading.Thread(target=self._work, daemon=True,

@@ -125,3 +125,25 @@ def test_a_state_change_says_its_cause():
         "conn fd %d idle -> closed (keep-alive timeout)" % fd,
         "conn fd %d idle -> closed (peer gone: EOF)" % fd,
     ]
+
+
+def test_a_batch_of_wsgi_callbacks_is_named_by_what_it_holds():
+    import functools
+
+    from selectserver.wsgi import LoopQueue
+
+    class Owner:
+        def _respond_on_loop(self):
+            pass
+
+        def _send_on_loop(self, body, end):
+            pass
+
+    queue = LoopQueue(FakeLoop())
+    owner = Owner()
+    # As LoopQueue.call queues them: alone, or with arguments as a partial.
+    queue._pending.append(owner._respond_on_loop)
+    queue._pending.append(functools.partial(owner._send_on_loop, b"x", True))
+    tracer = trace.Tracer(FakeLoop(), frozenset(trace.TOPICS))
+    assert tracer.describe_callback(queue._run_batch) == (
+        "do what WSGI threads asked: respond_on_loop, send_on_loop")

@@ -20,7 +20,7 @@ from selectserver.http11.events import END_OF_MESSAGE, Data, Request
 from selectserver.wsgi import (
     ClientDisconnected, Environs, FileWrapper, LoopQueue, WSGICycle, WSGIInput, build_environ)
 from selectserver.wsgi import script_name_of as _script_name
-from selectserver.wsgi.cycle import TRANSITIONS, CycleEvent, CycleState, body_at_head
+from selectserver.wsgi.cycle import _MOVES, TRANSITIONS, CycleEvent, CycleState, body_at_head
 from tests.apps import wsgi_apps
 
 BASE = {
@@ -160,6 +160,22 @@ def test_loop_queue_wakes_the_loop_once_per_batch():
     assert len(loop.ready) == 1
     loop.run()
     assert ran == [0, 1, 2, 3]
+
+
+def test_loop_queue_keeps_a_callback_without_arguments_as_it_is():
+    # The usual response's callback is queued as it is; one with arguments
+    # is run with them, in order with the others.
+    loop = QueueingLoop()
+    to_loop = LoopQueue(loop)
+    ran = []
+
+    def alone():
+        ran.append("alone")
+    to_loop.call(alone)
+    to_loop.call(ran.append, "with an argument")
+    assert to_loop._pending[0] is alone
+    loop.run()
+    assert ran == ["alone", "with an argument"]
 
 
 def test_loop_queue_goes_on_after_a_failing_callback():
@@ -1090,6 +1106,12 @@ def test_a_forbidden_move_raises_and_changes_nothing(state, event):
     with pytest.raises(RuntimeError, match="no move"):
         cycle._advance(event)
     assert cycle.state is state
+
+
+def test_the_moves_by_state_are_the_table_itself():
+    # _advance() looks moves up by state, then event: the same table.
+    assert {(state, event): new for state, moves in _MOVES.items()
+            for event, new in moves.items()} == TRANSITIONS
 
 
 def test_every_state_but_gone_is_left_when_the_client_leaves():

@@ -287,6 +287,23 @@ def test_a_head_seen_before_gives_the_same_environ_and_a_fresh_copy():
     assert 0 < len(environs._heads) <= environ_module._HEADS_MAX
 
 
+def test_a_heads_template_has_room_for_what_each_request_adds():
+    base = dict(BASE, SCRIPT_NAME="")
+    environs = Environs(base, "")
+    conn = FakeConnection()
+    request = make_request(headers=[(b"host", b"example.com"), (b"accept", b"*/*")])
+    first = environs.build(conn, make_request(headers=request.headers))
+    again = environs.build(conn, request)
+    # The room left no key behind: the environ is what build_environ() makes.
+    assert first == again == build_environ(conn, request, base, "")
+    (template, _), = environs._heads.values()
+    assert not set(template) & {"wsgi.input", "REMOTE_ADDR", "SERVER_NAME"}
+    if sys.implementation.name == "cpython":
+        # The copy kept the template's table: adding to it made no new one.
+        again["wsgi.input"] = None
+        assert sys.getsizeof(again) == sys.getsizeof(template)
+
+
 def test_each_connection_keeps_its_own_addresses_request_after_request():
     from selectserver.wsgi import environ as environ_module
     environs = Environs(dict(BASE, SCRIPT_NAME=""), "")

@@ -419,7 +419,7 @@ def breakdown(instructions: bool, echo_bytes: int) -> None:
     print(fmt % ("whole request, app on a pool thread", figures["request"]))
     print(fmt % ("  hand-off to a thread and back", figures["request"] - figures["inline"]))
     print(fmt % ("  the rest (app on the loop's thread)", figures["inline"]))
-    print(fmt % ("    environ (build_environ)", figures["environ"]))
+    print(fmt % ("    environ (Environs.build, a head seen before)", figures["environ"]))
     print(fmt % ("    the cycle object (WSGICycle())", figures["cycle"]))
     print(fmt % ("    start_response (2 headers)", figures["start_response"]))
 

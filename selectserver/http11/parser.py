@@ -313,6 +313,9 @@ class RequestParser:
         available = self.buffered_bytes
         if self._state != _LENGTH_BODY or available < remaining:
             return None
+        # _read_length_body()'s slicing of a body that is all here, written
+        # out: taking its Data instead (one call and one event more) measured
+        # +1,900 instructions per request of E (callgrind, CPython 3.11).
         buffer, start = self._buffer, self._offset
         if available > remaining:
             # What follows the body is the next request.

@@ -260,6 +260,7 @@ class WSGICycle(Cycle):
         self.request = request
         self.to_loop = to_loop
         self.app = app
+        self.environ = environ
         self.lock = threading.Lock()
         self._changed: Any = None      # a Condition of lock, made when a thread first waits
         # What only a body still to come needs is set only then, and the
@@ -278,7 +279,6 @@ class WSGICycle(Cycle):
             self.input = NO_BODY
             self.state = QUEUED
             environ["wsgi.input"] = io.BytesIO(body)
-            self.environ = environ
         elif request.has_body:
             read_high_bytes = conn.server.read_high_bytes
             self.input = WSGIInput(self, True, read_high_bytes)
@@ -288,13 +288,11 @@ class WSGICycle(Cycle):
             # Called on the loop once a buffered body is whole (the pool's admission).
             self.on_body: Optional[Callable[["WSGICycle"], None]] = None
             environ["wsgi.input"] = self.input
-            self.environ = environ
         else:
             # Without a body, all requests share one input that is always at its end.
             self.input = NO_BODY
             self.state = QUEUED
             environ["wsgi.input"] = NO_BODY
-            self.environ = environ
         # 0 until start_response(), which sets the rest of the response's
         # description at once (headers, content_length, app_frames,
         # remaining): nothing reads those before it, so they are not set
@@ -423,7 +421,9 @@ class WSGICycle(Cycle):
         """Everything is known: head, body and length go to the loop in one call.
 
         The usual end of a request, written out: ``_hand_over(ENDED, ...)``
-        inline (one Python call and its argument tuple less per request).
+        inline, the same steps (one Python call and its argument tuple less
+        per request: a call of _hand_over() here measured +1,840
+        instructions per WSGI hello, callgrind, CPython 3.11).
         """
         # One piece, the usual body, is the body: b"".join() would return
         # the same object after some 340 instructions of checks (callgrind).

@@ -121,10 +121,9 @@ class Environs:
                   ) -> Tuple[Dict[str, Any], bool]:
         template = _from_head(request, self.base, self.script_name)
         # Room for the request: a dict's copy keeps the original's table
-        # (CPython), and a template of
-        # 17 keys has room for 4 more, and the 6 that every request adds
-        # (the connection's keys and wsgi.input) made each copy grow a new
-        # table and move every key into it.  Adding those keys to the
+        # (CPython), and a template of 17 keys has room for 4 more, and the
+        # 6 that every request adds (the connection's keys and wsgi.input)
+        # made each copy grow a new table and move every key into it.  Adding those keys to the
         # template and taking them out again leaves it that room, which
         # its copies keep: 238 -> 197 ns for the copy, the connection's
         # keys and wsgi.input (timeit), WSGI hello -590 instructions per

@@ -647,37 +647,36 @@ def taking_whole_bodies(taken, now=True, interests=None):
     return handler
 
 
-def test_a_whole_body_is_received_in_one_piece_and_the_next_request_follows(make_conn):
+def served_taking_whole_bodies(make_conn, received):
+    """A connection whose handler takes whole bodies, after it read ``received``;
+    returns what the handler took, the connection and its socket."""
     taken = []
     conn, sock = make_conn()
     conn.server.handler = taking_whole_bodies(taken)
-    post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
-    sock.reads.append(post + b"hello" + post + b"world")
+    sock.reads.append(received)
     make_conn.read(conn)
+    return taken, conn, sock
+
+
+def test_a_whole_body_is_received_in_one_piece_and_the_next_request_follows(make_conn):
+    post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    taken, conn, sock = served_taking_whole_bodies(make_conn, post + b"hello" + post + b"world")
     assert taken == [b"hello", b"world"]
     assert sock.sent.count(b"200 OK") == 2 and sock.sent.endswith(b"world")
     assert conn.state is IDLE and conn._interest == EVENT_READ
 
 
 def test_a_whole_body_answers_100_continue_as_receive_body_would(make_conn):
-    taken = []
-    conn, sock = make_conn()
-    conn.server.handler = taking_whole_bodies(taken)
     head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
-    sock.reads.append(head + b"hello")
-    make_conn.read(conn)
+    taken, conn, sock = served_taking_whole_bodies(make_conn, head + b"hello")
     assert taken == [b"hello"]
     assert sock.sent.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
     assert sock.sent.count(b"100 Continue") == 1 and conn.state is IDLE
 
 
 def test_a_body_not_all_here_is_not_taken_and_nothing_is_answered(make_conn):
-    taken = []
-    conn, sock = make_conn()
-    conn.server.handler = taking_whole_bodies(taken)
     head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
-    sock.reads.append(head + b"hel")
-    make_conn.read(conn)
+    taken, conn, sock = served_taking_whole_bodies(make_conn, head + b"hel")
     # Left to receive_body(), which answers 100 Continue when the app asks.
     assert taken == [None] and sock.sent == b"" and conn.state is RUNNING
     event = conn.receive_body()

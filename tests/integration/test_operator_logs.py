@@ -38,6 +38,11 @@ def test_log_files_and_sigusr1_reopens_them(app_dir, tmp_path):
         assert server.log() == ""                   # nothing left on stderr
         get(address, "/before")
         wait_until(lambda: "/before" in read(access), message="the first access line")
+        # The second worker forks only once the first is ready, and one forked
+        # after the signal never gets it (it opens the new files as it starts,
+        # and says nothing): both must be serving first.  (A worker that gets
+        # the signal while it boots: the next test.)
+        wait_until(lambda: read(errors).count(" serving") == 2, message="both workers serving")
         # logrotate: move the files away, then SIGUSR1 to the master.
         os.rename(access, access + ".1")
         os.rename(errors, errors + ".1")
